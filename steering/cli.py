@@ -1,0 +1,144 @@
+"""The command line: a thin layer over the library. Each command's help is its function's docstring."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+from pathlib import Path
+
+from .traits import POLES, TRAITS
+
+
+def _progress():
+    from tqdm.auto import tqdm
+
+    return tqdm
+
+
+def _load(args):
+    from .models import load_model
+
+    return load_model(args.model, quantization=args.quantization, device=args.device,
+                      neuron_module=args.neuron_module)
+
+
+def cmd_identify(args) -> int:
+    """Identify a trait's neurons on a model: answer every question under a random high-pole and a random
+    low-pole persona description, record neuron activity over the generated tokens, and keep the neurons whose
+    firing differs most between the poles. Writes OUT/<Trait>_high.json, OUT/<Trait>_low.json and the
+    persona-prompted answers to OUT/answers/<Trait>.jsonl.
+
+    --descriptions is a JSON file {"high": ["You are ...", ...], "low": [...]}."""
+    from .generation import Decoding
+    from .identify import Selection, identify
+    from .questions import read_questions
+    from .record import Bins
+
+    questions = [row["question"] for row in read_questions(args.questions)][: args.limit]
+    try:
+        descriptions = json.loads(Path(args.descriptions).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{args.descriptions}: not a readable JSON file of descriptions ({exc})") from exc
+    if not isinstance(descriptions, dict) or not all(isinstance(descriptions.get(p), list) for p in POLES):
+        raise ValueError(f'{args.descriptions}: expected {{"high": [...], "low": [...]}}')
+    lm = _load(args)
+    out = Path(args.out)
+    answers = out / "answers" / f"{args.trait}.jsonl"
+    answers.parent.mkdir(parents=True, exist_ok=True)
+    answers.unlink(missing_ok=True)
+    result = identify(lm, args.trait, questions, descriptions,
+                      decoding=Decoding(max_new_tokens=args.max_new_tokens), batch_size=args.batch_size,
+                      seed=args.seed, bins=Bins(), selection=Selection(args.top_k, args.min_diff),
+                      answers_path=answers, progress=_progress())
+    for profile in (result.high, result.low):
+        path = profile.save(out / f"{profile.name}.json")
+        print(f"{path}: {len(profile)} neurons over {profile.meta['tokens']} generated tokens")
+    print(f"{answers}: {len(result.answers)} persona-prompted answers")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    """Answer every question of a PersonalityBench JSONL file with one method for one trait pole, and write each
+    line back with its "answer" and the parameters used."""
+    from .generation import Decoding
+    from .methods import Request, answer
+    from .questions import read_questions, write_jsonl
+
+    rows = read_questions(args.questions)
+    request = Request(args.method, args.trait, args.pole, args.strength, args.seed)
+    lm = _load(args)
+    decoding = Decoding(max_new_tokens=args.max_new_tokens)
+    out = []
+    batches = [rows[i:i + args.batch_size] for i in range(0, len(rows), args.batch_size)]
+    for batch in _progress()(batches, desc=f"{args.method} {request.trait} {request.pole}"):
+        answers, params = answer(lm, request, [r["question"] for r in batch], decoding,
+                                 Path(args.profiles) if args.profiles else None, args.steer_prompt)
+        for row, ans in zip(batch, answers):
+            out.append({**row, "answer": ans.text, **params, "model": lm.name,
+                        "max_new_tokens": args.max_new_tokens, "n_tokens": ans.n_tokens})
+    write_jsonl(args.out, out)
+    print(f"{args.out}: {len(out)} answers")
+    return 0
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    from .models import QUANTIZATIONS
+
+    p.add_argument("--model", default="default",
+                   help="'default' (embedded SmolLM2-135M-Instruct), a hub id, a local folder or a .gguf file")
+    p.add_argument("--quantization", default="nf4", choices=QUANTIZATIONS)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--neuron-module", default=None,
+                   help="activation module path with {} for the layer, for architectures not recognised")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m steering", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    p = sub.add_parser("identify", help="find a trait's neurons", description=inspect.cleandoc(cmd_identify.__doc__), formatter_class=fmt)
+    _model_args(p)
+    p.add_argument("--trait", required=True, choices=TRAITS)
+    p.add_argument("--questions", required=True, help="PersonalityBench JSONL")
+    p.add_argument("--descriptions", required=True, help='JSON {"high": [...], "low": [...]}')
+    p.add_argument("--out", required=True, help="folder for the two profiles and the answers")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N questions")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--top-k", type=int, default=2000, help="neurons kept always (paper: 2000)")
+    p.add_argument("--min-diff", type=float, default=0.1, help="then keep while diff >= this (paper: 0.1)")
+    p.set_defaults(func=cmd_identify)
+
+    from .methods import METHODS
+
+    p = sub.add_parser("generate", help="answer questions with one method", description=inspect.cleandoc(cmd_generate.__doc__),
+                       formatter_class=fmt)
+    _model_args(p)
+    p.add_argument("--questions", required=True, help="PersonalityBench JSONL")
+    p.add_argument("--method", required=True, choices=METHODS)
+    p.add_argument("--trait", required=True, choices=TRAITS)
+    p.add_argument("--pole", required=True, choices=POLES)
+    p.add_argument("--strength", type=float, default=None, help="NPTI strength (default: the profile's)")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--profiles", default=None, help="folder of NPTI profiles (default: profiles/<model>/)")
+    p.add_argument("--steer-prompt", action="store_true", help="NPTI: steer the prompt pass too")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_generate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .methods import MethodUnavailable
+    from .models import ModelLoadError
+    from .profile import ProfileError
+
+    try:
+        return args.func(args)
+    except (MethodUnavailable, ModelLoadError, ProfileError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,103 @@
+"""Identification: which neurons fire more under a trait's high pole than under its low pole, and vice versa.
+
+For each question, one description of the pole is drawn at random and the persona prompt is answered greedily;
+activity over the generated tokens is recorded per pole (see record.py). Then, per pole P with other pole Q,
+`diff = p_P - p_Q`, sorted descending: the top `top_k` neurons are kept always, then every further neuron while
+`diff >= min_diff`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .generation import Decoding, eos_ids, generate_chats
+from .models import LoadedModel
+from .profile import NeuronProfile
+from .prompts import persona_chat
+from .record import ActivationStats, Bins, record_activations
+from .traits import POLES, check_trait, opposite
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The paper's selection rule; both numbers are parameters."""
+
+    top_k: int = 2000
+    min_diff: float = 0.1
+
+
+@dataclass
+class Identification:
+    high: NeuronProfile
+    low: NeuronProfile
+    stats: dict[str, ActivationStats]
+    answers: list[dict]
+
+
+def select(stats: ActivationStats, other: ActivationStats, selection: Selection = Selection()) -> dict:
+    """The neurons of `stats`'s pole by the paper's rule, as profile columns (layer, index, diff, prob, p95)."""
+    prob, prob_other = stats.firing_probability(), other.firing_probability()
+    diff = (prob - prob_other).reshape(-1)
+    order = torch.argsort(diff, descending=True, stable=True)
+    ranked = diff[order]
+    keep = order[(torch.arange(len(order)) < selection.top_k) | (ranked >= selection.min_diff)]
+    p95 = stats.quantile(0.95).reshape(-1)
+    width = stats.width
+    return {"layer": (keep // width).numpy(), "index": (keep % width).numpy(), "diff": diff[keep].numpy(),
+            "prob": prob.reshape(-1)[keep].numpy(), "p95": p95[keep].numpy()}
+
+
+def identify(lm: LoadedModel, trait: str, questions: Sequence[str], descriptions: dict[str, Sequence[str]], *,
+             decoding: Decoding = Decoding(), batch_size: int = 8, seed: int = 0, bins: Bins = Bins(),
+             selection: Selection = Selection(), answers_path: str | Path | None = None,
+             progress: Callable | None = None) -> Identification:
+    """Run identification for one trait and return both poles' profiles, the raw stats and every
+    persona-prompted answer (also appended to `answers_path` as JSONL when given: they are fine-tuning data).
+
+    `progress` wraps an iterable (e.g. tqdm) to show progress."""
+    trait = check_trait(trait)
+    if not questions:
+        raise ValueError("identification needs at least one question")
+    for pole in POLES:
+        if not descriptions.get(pole):
+            raise ValueError(f"identification needs at least one {pole}-pole description of {trait}")
+    rng = random.Random(seed)
+    eos = eos_ids(lm)
+    stats: dict[str, ActivationStats] = {}
+    answers: list[dict] = []
+    out = open(answers_path, "a") if answers_path else None
+    try:
+        for pole in POLES:
+            batches = [list(range(i, min(i + batch_size, len(questions)))) for i in range(0, len(questions), batch_size)]
+            chosen = [rng.randrange(len(descriptions[pole])) for _ in questions]
+            it = progress(batches, desc=f"{trait} {pole}") if progress else batches
+            with record_activations(lm, eos, bins) as pole_stats:
+                for batch in it:
+                    chats = [persona_chat(descriptions[pole][chosen[i]], questions[i]) for i in batch]
+                    for i, answer in zip(batch, generate_chats(lm, chats, decoding)):
+                        row = {"trait": trait, "pole": pole, "question": questions[i], "description": chosen[i],
+                               "answer": answer.text, "n_tokens": answer.n_tokens, "finished": answer.finished}
+                        answers.append(row)
+                        if out:
+                            out.write(json.dumps(row) + "\n")
+                            out.flush()
+            stats[pole] = pole_stats
+    finally:
+        if out:
+            out.close()
+    meta = {"selection": asdict(selection), "bins": asdict(bins), "decoding": asdict(decoding), "seed": seed,
+            "questions": len(questions)}
+    profiles = {}
+    for pole in POLES:
+        columns = select(stats[pole], stats[opposite(pole)], selection)
+        profiles[pole] = NeuronProfile(trait, pole, lm.identity, **columns, meta={
+            **meta, "tokens": stats[pole].n_tokens, "tokens_other_pole": stats[opposite(pole)].n_tokens,
+            "p95_beyond_bins": int(stats[pole].clipped().sum())})
+    return Identification(profiles["high"], profiles["low"], stats, answers)

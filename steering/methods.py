@@ -1,0 +1,78 @@
+"""The ways of giving a model a trait, behind one call: base (no trait), simple and P² prompts, a LoRA adapter
+(sft), and NPTI. Each answers a list of questions for one trait pole."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from .generation import Answer, Decoding, generate_chats
+from .induce import Intervention, steer
+from .models import LoadedModel
+from .profile import NeuronProfile
+from .prompts import plain_chat
+from .settings import repo_root
+from .traits import check_pole, check_trait, opposite
+
+Method = Literal["base", "simple", "p2", "sft", "npti"]
+METHODS: tuple[str, ...] = ("base", "simple", "p2", "sft", "npti")
+DEFAULT_STRENGTH = 1.0
+
+
+class MethodUnavailable(RuntimeError):
+    """The method needs artefacts that are not there; the message says which."""
+
+
+def profiles_dir(lm: LoadedModel, root: Path | None = None) -> Path:
+    """Where the shipped profiles of this model live: profiles/<model name>/."""
+    return (root or repo_root() / "profiles") / lm.name
+
+
+def load_pole(lm: LoadedModel, trait: str, pole: str, folder: Path | None = None) -> tuple[NeuronProfile, NeuronProfile]:
+    """The target pole's profile and its opposite, checked against the model."""
+    folder = Path(folder) if folder else profiles_dir(lm)
+    found = []
+    for p in (pole, opposite(pole)):
+        path = folder / f"{trait}_{p}.json"
+        if not path.is_file():
+            raise MethodUnavailable(f"no NPTI profile {path.name} in {folder}: run `python -m steering identify` "
+                                    "for this model and trait, or pass --profiles DIR")
+        found.append(NeuronProfile.load(path, expect=lm.identity))
+    return found[0], found[1]
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    trait: str
+    pole: str
+    strength: float | None = None  # NPTI only; None = the profile's default
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}: choose one of {', '.join(METHODS)}")
+        object.__setattr__(self, "trait", check_trait(self.trait))
+        object.__setattr__(self, "pole", check_pole(self.pole))
+
+
+def answer(lm: LoadedModel, request: Request, questions: list[str], decoding: Decoding = Decoding(),
+           profiles: Path | None = None, steer_prompt: bool = False) -> tuple[list[Answer], dict]:
+    """Answer every question with one method; return the answers and the parameters actually used."""
+    params: dict = {"method": request.method, "trait": request.trait, "pole": request.pole, "seed": request.seed}
+    if request.method in ("simple", "p2"):
+        raise MethodUnavailable(f"--method {request.method} is not available yet: it needs the persona bank")
+    if request.method == "sft":
+        raise MethodUnavailable("--method sft is not available yet: it needs the trained LoRA adapters")
+    chats = [plain_chat(q) for q in questions]
+    if request.method == "base":
+        return generate_chats(lm, chats, decoding, request.seed), params
+    target, other = load_pole(lm, request.trait, request.pole, profiles)
+    strength = request.strength
+    if strength is None:
+        strength = float(target.meta.get("default_strength", DEFAULT_STRENGTH))
+    iv = Intervention(target, strength, other)
+    params.update(strength=strength, steer_prompt=steer_prompt)
+    with steer(lm, [iv] * len(chats), seeds=[request.seed] * len(chats), steer_prompt=steer_prompt):
+        return generate_chats(lm, chats, decoding, request.seed), params

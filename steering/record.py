@@ -1,0 +1,166 @@
+"""Recording neuron activity over generated tokens, for identification.
+
+Counted positions: those whose input token is a generated token, up to but not including the row's first
+end-of-sequence token. Never the prompt (the prompt pass is not recorded), never left padding (padding only occurs
+in the prompt), never anything after a row's end-of-sequence (rows that finished early keep being fed padding
+while the batch goes on; those steps are masked out).
+
+Per neuron we keep how often it fired (activation > 0) and a histogram of its values, from which the 95th
+percentile is read within one bin width. Decoding steps are copied into a small buffer and counted in chunks,
+so the hot path of each step is one copy per layer.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import torch
+
+from ._hooks import hook_scope, read_call
+from .models import LoadedModel
+
+
+@dataclass(frozen=True)
+class Bins:
+    """Histogram range. Values outside [low, high) land in the edge bins; SmolLM2's activations exceed the
+    paper's 0-3 range (its 95th percentiles reach 12 and its maxima 16), so the default reaches 24.5, in bins
+    of 0.025."""
+
+    low: float = -0.5
+    high: float = 24.5
+    count: int = 1000
+
+    @property
+    def width(self) -> float:
+        return (self.high - self.low) / self.count
+
+
+@dataclass
+class ActivationStats:
+    """Firing counts and value histograms per neuron over the counted positions."""
+
+    n_layers: int
+    width: int
+    bins: Bins = field(default_factory=Bins)
+    n_tokens: int = 0
+    fire: torch.Tensor | None = None  # [L, W] int64
+    hist: torch.Tensor | None = None  # [L, W, bins] int32
+    max: torch.Tensor | None = None  # [L, W] float32
+    row_tokens: list[int] = field(default_factory=list)  # counted positions per row, per generate call
+
+    def __post_init__(self) -> None:
+        shape = (self.n_layers, self.width)
+        if self.fire is None:
+            self.fire = torch.zeros(shape, dtype=torch.int64)
+        if self.hist is None:
+            self.hist = torch.zeros(shape + (self.bins.count,), dtype=torch.int32)
+        if self.max is None:
+            self.max = torch.full(shape, float("-inf"))
+
+    def firing_probability(self) -> torch.Tensor:
+        return self.fire.double().div(max(self.n_tokens, 1)).float()
+
+    def quantile(self, q: float = 0.95) -> torch.Tensor:
+        """Per-neuron q-quantile from the histogram: the midpoint of the bin that holds it, so within half a bin
+        width of the exact value as long as it is inside the range (capped at the observed maximum)."""
+        if self.n_tokens == 0:
+            return torch.zeros(self.n_layers, self.width)
+        cum = self.hist.cumsum(-1, dtype=torch.int64)
+        rank = torch.tensor(q * self.n_tokens, dtype=torch.float64).ceil().clamp(min=1).long()
+        b = (cum < rank).sum(-1)
+        value = self.bins.low + (b.double() + 0.5) * self.bins.width
+        return torch.minimum(value.float(), self.max)
+
+    def clipped(self, q: float = 0.95) -> torch.Tensor:
+        """Neurons whose q-quantile lies beyond the histogram's range (so it is only known to be >= high)."""
+        return self.quantile(q) >= self.bins.high
+
+    def add_values(self, values: torch.Tensor) -> None:
+        """Count values of shape [k, L, W]: k positions of every neuron."""
+        values = values.float()
+        self.n_tokens += int(values.shape[0])
+        self.fire += (values > 0).sum(0)
+        torch.maximum(self.max, values.amax(0), out=self.max)
+        b = values.sub(self.bins.low).mul_(1.0 / self.bins.width).floor_().clamp_(0, self.bins.count - 1).long()
+        b += torch.arange(self.n_layers * self.width).view(self.n_layers, self.width) * self.bins.count
+        self.hist.view(-1).index_add_(0, b.view(-1), torch.ones(b.numel(), dtype=torch.int32))
+
+    def save(self, path: str | Path) -> None:
+        torch.save({"n_layers": self.n_layers, "width": self.width, "bins": asdict(self.bins),
+                    "n_tokens": self.n_tokens, "fire": self.fire, "hist": self.hist, "max": self.max,
+                    "row_tokens": self.row_tokens}, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ActivationStats":
+        data = torch.load(path, weights_only=True)
+        data["bins"] = Bins(**data["bins"])
+        return cls(**data)
+
+
+@contextmanager
+def record_activations(lm: LoadedModel, eos_token_ids: Iterable[int], bins: Bins = Bins(),
+                       chunk: int = 16, stats: ActivationStats | None = None) -> Iterator[ActivationStats]:
+    """Record every generate call made inside the block; the stats are complete when the block ends.
+
+    Pass `stats` to keep adding to earlier counts."""
+    sites = lm.sites
+    stats = stats or ActivationStats(sites.n_layers, sites.width, bins)
+    eos = torch.tensor(sorted(set(int(i) for i in eos_token_ids)), dtype=torch.long)
+    st: dict = {"buf": None, "alive": None, "n": 0, "slot": None, "done": None, "rows": None}
+
+    def flush() -> None:
+        n = st["n"]
+        if n:
+            buf, alive = st["buf"][:n], st["alive"][:n]  # [n, L, B, W], [n, B]
+            stats.add_values(buf.permute(0, 2, 1, 3)[alive.to(buf.device)].cpu())
+        st["n"] = 0
+
+    def end_call() -> None:
+        flush()
+        if st["rows"] is not None:
+            stats.row_tokens.extend(st["rows"].tolist())
+            st["rows"] = None
+
+    def on_call(_module, args, kwargs):
+        call = read_call(args, kwargs)
+        if call.past == 0:  # a new prompt pass: the previous generate call is over
+            end_call()
+            st["slot"] = None
+            st["done"] = torch.zeros(call.batch, dtype=torch.bool)
+            st["rows"] = torch.zeros(call.batch, dtype=torch.long)
+            shape = (chunk, sites.n_layers, call.batch, sites.width)
+            if st["buf"] is None or st["buf"].shape != shape:
+                st["buf"] = torch.empty(shape, dtype=torch.float32, device=lm.device)
+                st["alive"] = torch.zeros(chunk, call.batch, dtype=torch.bool)
+            return None
+        if call.length != 1 or call.input_ids is None:
+            raise ValueError("recording expects generate's one-token decoding steps")
+        if st["n"] == chunk:
+            flush()
+        token = call.input_ids[:, -1].cpu()
+        is_eos = torch.isin(token, eos)
+        alive = ~st["done"] & ~is_eos
+        st["done"] |= is_eos
+        st["rows"] += alive
+        st["alive"][st["n"]] = alive
+        st["slot"] = st["n"]
+        st["n"] += 1
+        return None
+
+    def make_hook(layer: int):
+        def hook(_module, _inputs, output):
+            slot = st["slot"]
+            if slot is not None:
+                st["buf"][slot, layer].copy_(output[:, -1])
+            return None
+        return hook
+
+    with hook_scope() as handles:
+        handles.append(sites.root.register_forward_pre_hook(on_call, with_kwargs=True))
+        for layer, module in enumerate(sites.modules):
+            handles.append(module.register_forward_hook(make_hook(layer)))
+        yield stats
+        end_call()
