@@ -29,6 +29,13 @@ MAX_STRENGTH = 4.0
 KEEP_PROB = 0.9
 
 
+def check_strength(strength: float) -> float:
+    if not np.isfinite(strength) or not 0.0 <= strength <= MAX_STRENGTH:
+        raise ValueError(f"strength must be between 0 and {MAX_STRENGTH:g} (the paper used 0.6 to 1.5); "
+                         f"got {strength!r}")
+    return float(strength)
+
+
 @dataclass(frozen=True)
 class Intervention:
     """Push one trait pole on one row: `profile`'s neurons up by `strength`, `opposite`'s neurons clamped at 0."""
@@ -38,9 +45,7 @@ class Intervention:
     opposite: NeuronProfile | None = None
 
     def __post_init__(self) -> None:
-        if not np.isfinite(self.strength) or not 0.0 <= self.strength <= MAX_STRENGTH:
-            raise ValueError(f"strength must be between 0 and {MAX_STRENGTH:g} (the paper used 0.6 to 1.5); "
-                             f"got {self.strength!r}")
+        check_strength(self.strength)
         opp = self.opposite
         if opp is not None and (opp.trait != self.profile.trait or opp.pole == self.profile.pole):
             raise ValueError(f"the opposite of {self.profile.name} must be the same trait's other pole, "

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from .generation import Answer, Decoding, generate_chats
-from .induce import Intervention, steer
+from .induce import Intervention, check_strength, steer
 from .models import LoadedModel
 from .profile import NeuronProfile
 from .prompts import plain_chat
@@ -55,6 +55,8 @@ class Request:
             raise ValueError(f"unknown method {self.method!r}: choose one of {', '.join(METHODS)}")
         object.__setattr__(self, "trait", check_trait(self.trait))
         object.__setattr__(self, "pole", check_pole(self.pole))
+        if self.strength is not None:
+            check_strength(self.strength)
 
 
 def answer(lm: LoadedModel, request: Request, questions: list[str], decoding: Decoding = Decoding(),

@@ -49,7 +49,7 @@ class ActivationStats:
     fire: torch.Tensor | None = None  # [L, W] int64
     hist: torch.Tensor | None = None  # [L, W, bins] int32
     max: torch.Tensor | None = None  # [L, W] float32
-    row_tokens: list[int] = field(default_factory=list)  # counted positions per row, per generate call
+    row_tokens: list[int] = field(default_factory=list)  # counted positions per row, per generate call that decoded
 
     def __post_init__(self) -> None:
         shape = (self.n_layers, self.width)
@@ -109,7 +109,7 @@ def record_activations(lm: LoadedModel, eos_token_ids: Iterable[int], bins: Bins
     sites = lm.sites
     stats = stats or ActivationStats(sites.n_layers, sites.width, bins)
     eos = torch.tensor(sorted(set(int(i) for i in eos_token_ids)), dtype=torch.long)
-    st: dict = {"buf": None, "alive": None, "n": 0, "slot": None, "done": None, "rows": None}
+    st: dict = {"buf": None, "alive": None, "n": 0, "slot": None, "done": None, "rows": None, "steps": 0}
 
     def flush() -> None:
         n = st["n"]
@@ -120,9 +120,9 @@ def record_activations(lm: LoadedModel, eos_token_ids: Iterable[int], bins: Bins
 
     def end_call() -> None:
         flush()
-        if st["rows"] is not None:
+        if st["rows"] is not None and st["steps"]:
             stats.row_tokens.extend(st["rows"].tolist())
-            st["rows"] = None
+        st["rows"], st["steps"] = None, 0
 
     def on_call(_module, args, kwargs):
         call = read_call(args, kwargs)
@@ -145,6 +145,7 @@ def record_activations(lm: LoadedModel, eos_token_ids: Iterable[int], bins: Bins
         alive = ~st["done"] & ~is_eos
         st["done"] |= is_eos
         st["rows"] += alive
+        st["steps"] += 1
         st["alive"][st["n"]] = alive
         st["slot"] = st["n"]
         st["n"] += 1

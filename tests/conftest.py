@@ -19,14 +19,14 @@ def _tiny(kind: str, seed: int = 0):
     common = dict(vocab_size=VOCAB, bos_token_id=1, eos_token_id=2, pad_token_id=0)
     if kind == "llama":
         config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-                             num_key_value_heads=2, max_position_embeddings=128, **common)
+                             num_key_value_heads=2, max_position_embeddings=512, **common)
         model = LlamaForCausalLM(config)
     elif kind == "qwen2":
         config = Qwen2Config(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-                             num_key_value_heads=2, max_position_embeddings=128, **common)
+                             num_key_value_heads=2, max_position_embeddings=512, **common)
         model = Qwen2ForCausalLM(config)
     elif kind == "gpt2":
-        config = GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=128, **common)
+        config = GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=512, **common)
         model = GPT2LMHeadModel(config)
     else:
         raise ValueError(kind)

