@@ -6,10 +6,10 @@ each neuron kept independently with probability 0.9 per step; the opposite pole'
 
 The cheap formulation: each row's interventions are folded once, at the start of the block, into a dense
 ceiling tensor (+inf where nothing is clamped, 0 where it is) and a flat list of pushed neurons with their
-additions. A decoding step draws the keep-mask for the pushed neurons only (one draw per steered row for all
-layers, a few percent of all neurons) and scatters them into a dense [batch, layers, width] addition; each
-layer's hook is then one add and (only if some row clamps) one minimum on a [batch, width] slice. Rows that carry nothing get a zero addition and an infinite
-ceiling, which leaves them exactly as they were.
+additions. Keep-masks are drawn for the pushed neurons only (a few percent of all neurons), 32 steps at a time;
+a decoding step scatters its masked additions into a dense [batch, layers, width] tensor with one op; each
+layer's hook is then one in-place add and (only if some row clamps) one minimum on a [batch, width] slice. Rows
+that carry nothing get a zero addition and an infinite ceiling, which leaves them exactly as they were.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from .profile import NeuronProfile
 
 MAX_STRENGTH = 4.0
 KEEP_PROB = 0.9
+MASK_BLOCK = 32  # decoding steps whose keep-masks are drawn at once
 
 
 def check_strength(strength: float) -> float:
@@ -106,9 +107,13 @@ def steer(lm: LoadedModel, rows: Sequence[Row], seeds: int | Sequence[int] = 0, 
         raise ValueError(f"{len(seeds)} seeds for {len(rows)} rows")
     device, dtype = lm.device, lm.sites.dtype
     add, ceiling = (t.to(device) for t in _dense(lm, rows))
-    # Only the pushed neurons need a keep-mask: draw for those alone (a few percent of all neurons).
+    # Only the pushed neurons need a keep-mask: draw for those alone (a few percent of all neurons), for
+    # MASK_BLOCK steps at a time. Row b's generator yields the same stream as one draw per step would.
+    n_neurons = add.shape[1] * add.shape[2]
     flat = {b: add[b].reshape(-1).nonzero().squeeze(1) for b in range(len(rows))}
-    pushed = {b: (idx, add[b].reshape(-1)[idx].to(dtype)) for b, idx in flat.items() if len(idx)}
+    pushed = [b for b in range(len(rows)) if len(flat[b])]
+    where = torch.cat([flat[b] + b * n_neurons for b in pushed]) if pushed else None
+    values = torch.cat([add[b].reshape(-1)[flat[b]] for b in pushed]).to(dtype) if pushed else None
     generators = {b: torch.Generator(device=device).manual_seed(seeds[b]) for b in pushed}
     delta = torch.zeros(add.shape, dtype=dtype, device=device)
     ceiling = ceiling.to(dtype)
@@ -117,8 +122,16 @@ def steer(lm: LoadedModel, rows: Sequence[Row], seeds: int | Sequence[int] = 0, 
     adds = [delta[:, l].unsqueeze(1) if bool(add[:, l].any()) else None for l in range(add.shape[1])]
     caps = [ceiling[:, l].unsqueeze(1) if bool((ceiling[:, l] == 0).any()) else None for l in range(add.shape[1])]
     active = any(a is not None for a in adds) or any(c is not None for c in caps)
-    del add, flat
+    del add
     state = _StepState()
+    masks: list[torch.Tensor] = []  # keep-masks drawn ahead, one [n_pushed] row per step
+
+    def next_mask() -> torch.Tensor:
+        if not masks:
+            block = torch.cat([torch.rand(MASK_BLOCK, len(flat[b]), generator=generators[b], device=device)
+                               for b in pushed], dim=1) < keep_prob
+            masks.extend(block.unbind(0))
+        return masks.pop(0)
 
     def on_call(_module, args, kwargs):
         call = read_call(args, kwargs)
@@ -128,10 +141,8 @@ def steer(lm: LoadedModel, rows: Sequence[Row], seeds: int | Sequence[int] = 0, 
         state.on = active and (steer_prompt or not prompt)
         state.real = call.real.unsqueeze(-1) if (state.on and prompt and call.real is not None) else None
         state.inplace = not torch.is_grad_enabled()
-        if state.on:
-            for b, (idx, values) in pushed.items():
-                keep = torch.rand(len(idx), generator=generators[b], device=device) < keep_prob
-                delta[b].view(-1)[idx] = values * keep
+        if state.on and where is not None:
+            delta.view(-1)[where] = values * next_mask()
         return None
 
     def make_hook(layer: int):

@@ -20,7 +20,7 @@ def stats_with(prob: list[float], n: int = 100) -> ActivationStats:
     s = ActivationStats(1, len(prob), Bins(0, 1, 10))
     s.n_tokens = n
     s.fire = torch.tensor([[round(p * n) for p in prob]])
-    s.hist[..., 5] = n  # every value in bin 5: p95 = 0.55
+    s.hist[5] = n  # every value in bin 5: p95 = 0.55
     s.max = torch.ones(1, len(prob))
     return s
 

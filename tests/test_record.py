@@ -58,7 +58,7 @@ def test_counts_exactly_the_generated_tokens_of_each_row(tiny):
     ], dim=1).float()  # [tokens, L, W]
     assert values.shape[0] == stats.n_tokens
     assert torch.equal(stats.fire, (values > 0).sum(0))
-    assert torch.equal(stats.hist.sum(-1), torch.full_like(stats.hist.sum(-1), stats.n_tokens))
+    assert torch.equal(stats.hist.sum(0), torch.full_like(stats.hist.sum(0), stats.n_tokens))
     torch.testing.assert_close(stats.max, values.amax(0), rtol=0, atol=1e-5)
 
     # The 95th percentile from the histogram is within one bin width of the exact one.

@@ -1,0 +1,58 @@
+"""Recording during identification versus plain generation, same model, same batch, in one process.
+
+Target: recording <= 1.10 x plain generation time. Every row decodes exactly --tokens tokens; runs are
+interleaved and each side's median is used. As in identification (one record block per pole over all its
+batches), the statistics tables are allocated once and reused across calls.
+
+    python bench/record_overhead.py [--batch 8] [--tokens 64] [--repeats 5] [--quantization nf4]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from _common import batch, interleaved
+
+from steering import ActivationStats, load_model, record_activations
+from steering.generation import eos_ids
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quantization", default="nf4")
+    args = parser.parse_args()
+    lm = load_model("default", quantization=args.quantization)
+    enc = batch(lm, args.batch)
+    kw = dict(max_new_tokens=args.tokens, min_new_tokens=args.tokens, do_sample=False, repetition_penalty=1.1,
+              pad_token_id=lm.tokenizer.pad_token_id)
+    eos = eos_ids(lm)
+    counted = []
+    stats = ActivationStats(lm.sites.n_layers, lm.sites.width)
+
+    @torch.no_grad()
+    def plain():
+        lm.model.generate(**enc, **kw)
+
+    @torch.no_grad()
+    def recorded():
+        before = stats.n_tokens
+        with record_activations(lm, eos, stats=stats):
+            lm.model.generate(**enc, **kw)
+        counted.append(stats.n_tokens - before)
+
+    plain()
+    recorded()  # warm-up
+    med = interleaved({"plain": plain, "recording": recorded}, args.repeats)
+    print(f"model {lm.identity.describe()}, {args.quantization}, batch {args.batch}, {args.tokens} tokens/row, "
+          f"{counted[-1]} positions counted per run")
+    for name, sec in med.items():
+        print(f"{name:>10}: {sec:6.2f} s (median of {args.repeats})")
+    print(f"recording / plain time: {med['recording'] / med['plain']:.3f} (target <= 1.10)")
+
+
+if __name__ == "__main__":
+    main()
