@@ -59,6 +59,28 @@ def cmd_identify(args) -> int:
     return 0
 
 
+def cmd_build_profiles(args) -> int:
+    """Build a model's shipped NPTI profiles from the persona bank: identification on every trait's search
+    questions, writing profiles/<model>/<Trait>_<pole>.json, the persona-prompted answers under answers/ and a
+    manifest.json that records this command, the counts, neurons per pole and per layer, and timings."""
+    from .build import build_profiles
+    from .generation import Decoding
+    from .identify import Selection
+    from .methods import profiles_dir
+
+    lm = _load(args)
+    folder = Path(args.out) if args.out else profiles_dir(lm)
+    manifest = build_profiles(lm, folder, args.traits, decoding=Decoding(max_new_tokens=args.max_new_tokens),
+                              batch_size=args.batch_size, seed=args.seed, selection=Selection(args.top_k, args.min_diff),
+                              limit=args.limit, progress=_progress())
+    for trait in args.traits:
+        entry = manifest["traits"][trait]
+        print(f"{trait}: {entry['high']['neurons']} high / {entry['low']['neurons']} low neurons, "
+              f"{entry['seconds']:.0f} s")
+    print(f"{folder / 'manifest.json'}")
+    return 0
+
+
 def cmd_generate(args) -> int:
     """Answer every question of a PersonalityBench JSONL file with one method for one trait pole, and write each
     line back with its "answer" and the parameters used."""
@@ -75,8 +97,10 @@ def cmd_generate(args) -> int:
     for batch in _progress()(batches, desc=f"{args.method} {request.trait} {request.pole}"):
         answers, params = answer(lm, request, [r["question"] for r in batch], decoding,
                                  Path(args.profiles) if args.profiles else None, args.steer_prompt)
-        for row, ans in zip(batch, answers):
-            out.append({**row, "answer": ans.text, **params, "model": lm.name,
+        picks = params.pop("descriptions", None)
+        for i, (row, ans) in enumerate(zip(batch, answers)):
+            extra = {"description": picks[i]} if picks else {}
+            out.append({**row, "answer": ans.text, **params, **extra, "model": lm.name,
                         "max_new_tokens": args.max_new_tokens, "n_tokens": ans.n_tokens})
     write_jsonl(args.out, out)
     print(f"{args.out}: {len(out)} answers")
@@ -112,6 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=2000, help="neurons kept always (paper: 2000)")
     p.add_argument("--min-diff", type=float, default=0.1, help="then keep while diff >= this (paper: 0.1)")
     p.set_defaults(func=cmd_identify)
+
+    p = sub.add_parser("build-profiles", help="identify every trait from the persona bank",
+                       description=inspect.cleandoc(cmd_build_profiles.__doc__), formatter_class=fmt)
+    _model_args(p)
+    p.add_argument("--traits", nargs="+", default=list(TRAITS), choices=TRAITS)
+    p.add_argument("--out", default=None, help="folder (default: profiles/<model>/)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N search questions per trait")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--top-k", type=int, default=2000, help="neurons kept always (paper: 2000)")
+    p.add_argument("--min-diff", type=float, default=0.1, help="then keep while diff >= this (paper: 0.1)")
+    p.set_defaults(func=cmd_build_profiles)
 
     from .methods import METHODS
 

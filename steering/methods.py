@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from .bank import TraitBank
 from .generation import Answer, Decoding, generate_chats
 from .induce import Intervention, check_strength, steer
 from .models import LoadedModel
 from .profile import NeuronProfile
-from .prompts import plain_chat
+from .prompts import adjective_chat, persona_chat, plain_chat
 from .settings import repo_root
 from .traits import check_pole, check_trait, opposite
 
@@ -42,6 +44,12 @@ def load_pole(lm: LoadedModel, trait: str, pole: str, folder: Path | None = None
     return found[0], found[1]
 
 
+def p2_description(trait_bank: TraitBank, pole: str, question: str, seed: int) -> int:
+    """Which of the pole's descriptions the P² prompt uses for a question: fixed by (seed, question), so an
+    answer does not depend on the other questions in its batch."""
+    return zlib.crc32(f"{seed}:{question}".encode()) % len(trait_bank.descriptions[pole])
+
+
 @dataclass(frozen=True)
 class Request:
     method: str
@@ -63,10 +71,17 @@ def answer(lm: LoadedModel, request: Request, questions: list[str], decoding: De
            profiles: Path | None = None, steer_prompt: bool = False) -> tuple[list[Answer], dict]:
     """Answer every question with one method; return the answers and the parameters actually used."""
     params: dict = {"method": request.method, "trait": request.trait, "pole": request.pole, "seed": request.seed}
-    if request.method in ("simple", "p2"):
-        raise MethodUnavailable(f"--method {request.method} is not available yet: it needs the persona bank")
     if request.method == "sft":
         raise MethodUnavailable("--method sft is not available yet: it needs the trained LoRA adapters")
+    if request.method in ("simple", "p2"):
+        trait_bank = TraitBank.load(request.trait)
+        if request.method == "simple":
+            chats = [adjective_chat(trait_bank.adjectives[request.pole], q) for q in questions]
+        else:
+            picks = [p2_description(trait_bank, request.pole, q, request.seed) for q in questions]
+            chats = [persona_chat(trait_bank.descriptions[request.pole][i], q) for i, q in zip(picks, questions)]
+            params["descriptions"] = picks
+        return generate_chats(lm, chats, decoding, request.seed), params
     chats = [plain_chat(q) for q in questions]
     if request.method == "base":
         return generate_chats(lm, chats, decoding, request.seed), params

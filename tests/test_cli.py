@@ -58,7 +58,7 @@ def test_identify_then_generate_npti_and_base(tiny_folder, questions, tmp_path, 
                  str(descriptions), "--out", str(out), "--max-new-tokens", "5", "--top-k", "20"]) == 0
     assert (out / "Extraversion_high.json").is_file() and (out / "Extraversion_low.json").is_file()
     assert len((out / "answers" / "Extraversion.jsonl").read_text().splitlines()) == 4
-    for method in ("base", "npti"):
+    for method in ("base", "simple", "p2", "npti"):
         answers = tmp_path / f"{method}.jsonl"
         assert main(["generate", *common, "--questions", str(questions), "--method", method, "--trait",
                      "Extraversion", "--pole", "low", "--strength", "1.2", "--profiles", str(out),
@@ -66,11 +66,12 @@ def test_identify_then_generate_npti_and_base(tiny_folder, questions, tmp_path, 
         rows = [json.loads(line) for line in answers.read_text().splitlines()]
         assert [r["id"] for r in rows] == [0, 1] and all(isinstance(r["answer"], str) for r in rows)
         assert rows[0]["method"] == method and rows[0]["pole"] == "low"
+        if method == "p2":
+            assert all(0 <= r["description"] < 24 for r in rows)
     assert rows[0]["strength"] == 1.2
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--method", "simple"], "not available yet: it needs the persona bank"),
     (["--method", "sft"], "not available yet: it needs the trained LoRA adapters"),
     (["--method", "npti", "--profiles", "/nowhere"], "no NPTI profile Extraversion_high.json"),
     (["--method", "npti", "--strength", "9"], "strength must be between 0 and 4"),
