@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import time
@@ -43,7 +44,10 @@ def synthetic_profiles(lm, n: int = 2500, seed: int = 0) -> tuple[NeuronProfile,
 
 
 def interleaved(runs: dict, repeats: int) -> dict:
-    """Run each named callable `repeats` times, interleaved (A B A B ...), and return each one's median seconds."""
+    """Run each named callable once to warm up, then `repeats` times interleaved (A B A B ...); return each one's
+    median seconds."""
+    for fn in runs.values():
+        fn()
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
         for name, fn in runs.items():
@@ -51,3 +55,24 @@ def interleaved(runs: dict, repeats: int) -> dict:
             fn()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def parse_args(doc: str, batch: int, tokens: int = 64, repeats: int = 5) -> argparse.Namespace:
+    """The options every generation benchmark takes; the script's docstring is its help."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--tokens", type=int, default=tokens)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--quantization", default="nf4")
+    return parser.parse_args()
+
+
+def fixed_length(lm, tokens: int) -> dict:
+    """generate() arguments for exactly `tokens` greedy tokens per row (end-of-sequence suppressed)."""
+    return dict(max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, repetition_penalty=1.1,
+                pad_token_id=lm.tokenizer.pad_token_id)
+
+
+def header(lm, args, what: str) -> str:
+    return (f"model {lm.identity.describe()}, {args.quantization}, batch {args.batch}, {args.tokens} tokens/row, "
+            f"{what}")

@@ -30,8 +30,6 @@ def main() -> None:
                       pad_token_id=lm.tokenizer.pad_token_id)
             runs[(name, b)] = (lambda lm=lm, enc=enc, kw=kw: lm.model.generate(**enc, **kw))
     with torch.no_grad():
-        for fn in runs.values():
-            fn()
         med = interleaved(runs, args.repeats)
     base = {b: med[("fp32", b)] for b in (1, 4)}
     print(f"{'precision':>9} {'memory MB':>10} {'tok/s b=1':>10} {'tok/s b=4':>10} {'speed vs fp32 (b=1, b=4)':>26}")

@@ -9,26 +9,18 @@ batches), the statistics tables are allocated once and reused across calls.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
-from _common import batch, interleaved
+from _common import batch, fixed_length, header, interleaved, parse_args
 
 from steering import ActivationStats, load_model, record_activations
 from steering.generation import eos_ids
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quantization", default="nf4")
-    args = parser.parse_args()
+    args = parse_args(__doc__, batch=8)
     lm = load_model("default", quantization=args.quantization)
     enc = batch(lm, args.batch)
-    kw = dict(max_new_tokens=args.tokens, min_new_tokens=args.tokens, do_sample=False, repetition_penalty=1.1,
-              pad_token_id=lm.tokenizer.pad_token_id)
+    kw = fixed_length(lm, args.tokens)
     eos = eos_ids(lm)
     counted = []
     stats = ActivationStats(lm.sites.n_layers, lm.sites.width)
@@ -44,11 +36,8 @@ def main() -> None:
             lm.model.generate(**enc, **kw)
         counted.append(stats.n_tokens - before)
 
-    plain()
-    recorded()  # warm-up
     med = interleaved({"plain": plain, "recording": recorded}, args.repeats)
-    print(f"model {lm.identity.describe()}, {args.quantization}, batch {args.batch}, {args.tokens} tokens/row, "
-          f"{counted[-1]} positions counted per run")
+    print(header(lm, args, f"{counted[-1]} positions counted per run"))
     for name, sec in med.items():
         print(f"{name:>10}: {sec:6.2f} s (median of {args.repeats})")
     print(f"recording / plain time: {med['recording'] / med['plain']:.3f} (target <= 1.10)")

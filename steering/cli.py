@@ -151,21 +151,26 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def _identify_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--top-k", type=int, default=2000, help="neurons kept always (paper: 2000)")
+    p.add_argument("--min-diff", type=float, default=0.1, help="then keep while diff >= this (paper: 0.1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m steering", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     fmt = argparse.RawDescriptionHelpFormatter
 
-    p = sub.add_parser("identify", help="find a trait's neurons", description=inspect.cleandoc(cmd_identify.__doc__), formatter_class=fmt)
+    p = sub.add_parser("identify", help="find a trait's neurons", description=inspect.cleandoc(cmd_identify.__doc__),
+                       formatter_class=fmt)
     _model_args(p)
     p.add_argument("--trait", required=True, choices=TRAITS)
     p.add_argument("--questions", required=True, help="PersonalityBench JSONL")
     p.add_argument("--descriptions", required=True, help='JSON {"high": [...], "low": [...]}')
     p.add_argument("--out", required=True, help="folder for the two profiles and the answers")
     p.add_argument("--limit", type=int, default=None, help="use only the first N questions")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--top-k", type=int, default=2000, help="neurons kept always (paper: 2000)")
-    p.add_argument("--min-diff", type=float, default=0.1, help="then keep while diff >= this (paper: 0.1)")
+    _identify_args(p)
     p.set_defaults(func=cmd_identify)
 
     p = sub.add_parser("build-profiles", help="identify every trait from the persona bank",
@@ -174,9 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--traits", nargs="+", default=list(TRAITS), choices=TRAITS)
     p.add_argument("--out", default=None, help="folder (default: profiles/<model>/)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N search questions per trait")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--top-k", type=int, default=2000, help="neurons kept always (paper: 2000)")
-    p.add_argument("--min-diff", type=float, default=0.1, help="then keep while diff >= this (paper: 0.1)")
+    _identify_args(p)
     p.set_defaults(func=cmd_build_profiles)
 
     from .sweep import STRENGTHS
