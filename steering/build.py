@@ -73,22 +73,33 @@ def build_profiles(lm: LoadedModel, folder: Path, traits: Sequence[str], *, deco
     return manifest
 
 
-def record_sweep(folder: Path, trait: str, table: list[dict], defaults: dict, settings: dict) -> None:
-    """Write a strength sweep and the chosen default strengths into the manifest and into the profiles (so
-    `generate --method npti` uses them with no other argument)."""
+def record_sweep(folder: Path, trait: str, table: list[dict], defaults: dict, settings: dict,
+                 top: int | None = None) -> None:
+    """Write a strength sweep and the chosen defaults into the manifest and into the profiles (so
+    `generate --method npti` uses them with no other argument).
+
+    The paper's method (top=None) sets every pole's default. A fewer-neurons variant (top=N) is recorded beside it
+    and becomes a pole's default only where the paper's method had no fluent strength."""
     from .profile import NeuronProfile
 
     manifest = read_manifest(folder)
     entry = manifest["traits"].setdefault(trait, {})
-    entry["sweep"] = {"settings": settings, "table": table}
+    if top:
+        entry.setdefault("sweep_variants", {})[f"top{top}"] = {"settings": settings, "table": table}
+    else:
+        entry["sweep"] = {"settings": settings, "table": table}
     for pole, strength in defaults.items():
         path = folder / f"{trait}_{pole}.json"
         profile = NeuronProfile.load(path)
-        if strength is None:
-            profile.meta.pop("default_strength", None)
-            entry.setdefault(pole, {}).pop("default_strength", None)
-        else:
-            profile.meta["default_strength"] = strength
-            entry.setdefault(pole, {})["default_strength"] = strength
+        pole_entry = entry.setdefault(pole, {})
+        if top and (pole_entry.get("default_strength") is not None and not pole_entry.get("default_top_neurons")):
+            continue  # the paper's method is fluent here: it stays the default
+        for meta in (profile.meta, pole_entry):
+            meta.pop("default_strength", None)
+            meta.pop("default_top_neurons", None)
+            if strength is not None:
+                meta["default_strength"] = strength
+                if top:
+                    meta["default_top_neurons"] = top
         profile.save(path)
     write_manifest(folder, manifest)

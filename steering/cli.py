@@ -102,9 +102,9 @@ def cmd_sweep(args) -> int:
         questions = bank.questions(trait, "dev")[: args.questions_per_trait]
         table = sweep_trait(lm, proxy, trait, questions, strengths=args.strengths,
                             decoding=Decoding(max_new_tokens=args.max_new_tokens), batch_size=args.batch_size,
-                            seed=args.seed, profiles=folder, progress=_progress())
+                            seed=args.seed, profiles=folder, top=args.top_neurons or None, progress=_progress())
         defaults = choose_defaults(table)
-        record_sweep(folder, trait, table, defaults, settings)
+        record_sweep(folder, trait, table, defaults, settings, top=args.top_neurons or None)
         for row in table:
             print(f"{trait:>17} {row['pole']:>4} {row['strength']:4.2f}  proxy {row['proxy']:+.3f}  "
                   f"rep4 {row['repeat4']:.3f}  d2 {row['distinct2']:.3f}  ppl {row['perplexity']:.1f}")
@@ -120,7 +120,7 @@ def cmd_generate(args) -> int:
     from .questions import read_questions, write_jsonl
 
     rows = read_questions(args.questions)
-    request = Request(args.method, args.trait, args.pole, args.strength, args.seed)
+    request = Request(args.method, args.trait, args.pole, args.strength, args.seed, args.top_neurons)
     lm = _load(args)
     decoding = Decoding(max_new_tokens=args.max_new_tokens)
     out = []
@@ -193,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--questions-per-trait", type=int, default=12)
     p.add_argument("--strengths", nargs="+", type=float, default=list(STRENGTHS))
     p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--top-neurons", type=int, default=0,
+                   help="sweep the fewer-neurons variant (each pole's N neurons of largest diff); 0: the paper's method")
     p.set_defaults(func=cmd_sweep)
 
     from .methods import METHODS
@@ -208,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--profiles", default=None, help="folder of NPTI profiles (default: profiles/<model>/)")
     p.add_argument("--steer-prompt", action="store_true", help="NPTI: steer the prompt pass too")
+    p.add_argument("--top-neurons", type=int, default=None,
+                   help="NPTI: use each pole's N neurons of largest diff (0: all, the paper's method; "
+                        "default: the profile's shipped choice)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_generate)
     return parser

@@ -31,8 +31,10 @@ def profiles_dir(lm: LoadedModel, root: Path | None = None) -> Path:
     return (root or repo_root() / "profiles") / lm.name
 
 
-def load_pole(lm: LoadedModel, trait: str, pole: str, folder: Path | None = None) -> tuple[NeuronProfile, NeuronProfile]:
-    """The target pole's profile and its opposite, checked against the model."""
+def load_pole(lm: LoadedModel, trait: str, pole: str, folder: Path | None = None,
+              top: int | None = None) -> tuple[NeuronProfile, NeuronProfile]:
+    """The target pole's profile and its opposite, checked against the model; with `top`, only each one's `top`
+    neurons of largest diff (the fewer-neurons variant)."""
     folder = Path(folder) if folder else profiles_dir(lm)
     found = []
     for p in (pole, opposite(pole)):
@@ -40,7 +42,8 @@ def load_pole(lm: LoadedModel, trait: str, pole: str, folder: Path | None = None
         if not path.is_file():
             raise MethodUnavailable(f"no NPTI profile {path.name} in {folder}: run `python -m steering identify` "
                                     "for this model and trait, or pass --profiles DIR")
-        found.append(NeuronProfile.load(path, expect=lm.identity))
+        profile = NeuronProfile.load(path, expect=lm.identity)
+        found.append(profile.top(top) if top else profile)
     return found[0], found[1]
 
 
@@ -55,8 +58,9 @@ class Request:
     method: str
     trait: str
     pole: str
-    strength: float | None = None  # NPTI only; None = the profile's default
+    strength: float | None = None  # NPTI only; None = the profile's shipped default
     seed: int = 0
+    top_neurons: int | None = None  # NPTI only: None = the shipped default, 0 = every neuron (the paper's method)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -65,6 +69,8 @@ class Request:
         object.__setattr__(self, "pole", check_pole(self.pole))
         if self.strength is not None:
             check_strength(self.strength)
+        if self.top_neurons is not None and self.top_neurons < 0:
+            raise ValueError(f"top_neurons must be 0 (all) or a positive count, got {self.top_neurons}")
 
 
 def answer(lm: LoadedModel, request: Request, questions: list[str], decoding: Decoding = Decoding(),
@@ -86,10 +92,15 @@ def answer(lm: LoadedModel, request: Request, questions: list[str], decoding: De
     if request.method == "base":
         return generate_chats(lm, chats, decoding, request.seed), params
     target, other = load_pole(lm, request.trait, request.pole, profiles)
+    top = request.top_neurons
+    if top is None:  # the shipped default: the paper's method, or the fewer-neurons variant where it was not fluent
+        top = int(target.meta.get("default_top_neurons") or 0)
+    if top:
+        target, other = target.top(top), other.top(top)
     strength = request.strength
     if strength is None:
         strength = float(target.meta.get("default_strength", DEFAULT_STRENGTH))
     iv = Intervention(target, strength, other)
-    params.update(strength=strength, steer_prompt=steer_prompt)
+    params.update(strength=strength, top_neurons=top or "all", steer_prompt=steer_prompt)
     with steer(lm, [iv] * len(chats), seeds=[request.seed] * len(chats), steer_prompt=steer_prompt):
         return generate_chats(lm, chats, decoding, request.seed), params

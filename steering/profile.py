@@ -61,6 +61,12 @@ class NeuronProfile:
     def name(self) -> str:
         return f"{self.trait}_{self.pole}"
 
+    def top(self, n: int) -> "NeuronProfile":
+        """The n neurons with the largest diff: a stricter selection, for the fewer-neurons variant of NPTI."""
+        order = np.argsort(-self.diff, kind="stable")[:n]
+        return NeuronProfile(self.trait, self.pole, self.model, *(getattr(self, c)[order] for c in _COLUMNS),
+                             meta={**self.meta, "top_neurons": int(n)})
+
     def per_layer(self) -> list[int]:
         """How many neurons each layer holds."""
         return np.bincount(self.layer, minlength=self.model.n_layers).tolist()

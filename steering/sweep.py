@@ -43,11 +43,12 @@ class Fluent:
 
 def sweep_trait(lm: LoadedModel, proxy: TraitProxy, trait: str, questions: Sequence[str], *,
                 strengths: Sequence[float] = STRENGTHS, decoding: Decoding = Decoding(max_new_tokens=96),
-                batch_size: int = 16, seed: int = 0, profiles: Path | None = None,
+                batch_size: int = 16, seed: int = 0, profiles: Path | None = None, top: int | None = None,
                 progress: Callable | None = None) -> list[dict]:
-    """One row per configuration (base, then each pole x strength) with the mean proxy score and fluency."""
+    """One row per configuration (base, then each pole x strength) with the mean proxy score and fluency.
+    With `top`, the fewer-neurons variant: only each pole's `top` neurons of largest diff."""
     trait = check_trait(trait)
-    pairs = {pole: load_pole(lm, trait, pole, profiles) for pole in POLES}
+    pairs = {pole: load_pole(lm, trait, pole, profiles, top) for pole in POLES}
     configs = [("base", 0.0)] + [(pole, float(s)) for pole in POLES for s in strengths]
     rows = list(product(configs, questions))
     texts: list[str] = []
@@ -74,12 +75,17 @@ def sweep_trait(lm: LoadedModel, proxy: TraitProxy, trait: str, questions: Seque
 
 
 def choose_defaults(table: list[dict], rule: Fluent = Fluent()) -> dict[str, float | None]:
-    """Per pole, the strongest strength whose fluency stays close to base (None if none does)."""
+    """Per pole, the strongest strength such that it and every weaker strength stay close to base's fluency
+    (None if the weakest does not). Requiring the whole prefix keeps one lucky sample at a high strength, on a
+    dozen questions, from becoming the default."""
     base = next(r for r in table if r["pole"] == "base")
     chosen: dict[str, float | None] = {}
     for pole in POLES:
-        fluent = [r["strength"] for r in table if r["pole"] == pole and rule.ok(r, base)]
-        chosen[pole] = max(fluent) if fluent else None
+        chosen[pole] = None
+        for row in sorted((r for r in table if r["pole"] == pole), key=lambda r: r["strength"]):
+            if not rule.ok(row, base):
+                break
+            chosen[pole] = row["strength"]
     return chosen
 
 

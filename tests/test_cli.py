@@ -68,7 +68,11 @@ def test_identify_then_generate_npti_and_base(tiny_folder, questions, tmp_path, 
         assert rows[0]["method"] == method and rows[0]["pole"] == "low"
         if method == "p2":
             assert all(0 <= r["description"] < 24 for r in rows)
-    assert rows[0]["strength"] == 1.2
+    assert rows[0]["strength"] == 1.2 and rows[0]["top_neurons"] == "all"
+    assert main(["generate", *common, "--questions", str(questions), "--method", "npti", "--trait", "Extraversion",
+                 "--pole", "high", "--top-neurons", "7", "--profiles", str(out), "--max-new-tokens", "3", "--out",
+                 str(tmp_path / "top.jsonl")]) == 0
+    assert json.loads((tmp_path / "top.jsonl").read_text().splitlines()[0])["top_neurons"] == 7
 
 
 @pytest.mark.parametrize("extra, message", [

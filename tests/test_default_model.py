@@ -31,6 +31,9 @@ QUESTIONS = [
     "What is your idea of a perfect birthday?",
 ]
 
+# The trait whose shipped defaults moved the proxy apart most clearly in the strength sweep (see the manifest).
+PROXY_TRAIT = "Conscientiousness"
+
 
 @pytest.fixture(scope="module")
 def default_lm(tmp_path_factory):
@@ -58,3 +61,33 @@ def test_identify_then_steer_changes_the_text(default_lm, tmp_path):
     assert all(a.text for a in steered)
     assert [a.text for a in steered] != [a.text for a in plain]
     assert steered[0].text != plain[0].text and steered[1].text != plain[1].text
+
+
+def test_every_shipped_profile_fits_the_real_default_model(default_lm):
+    from steering import POLES, TRAITS
+    from steering.methods import load_pole
+
+    for trait in TRAITS:
+        for pole in POLES:
+            target, other = load_pole(default_lm, trait, pole)  # checks identity against the loaded model
+            assert target.pole == pole and other.pole != pole
+
+
+def test_shipped_high_and_low_profiles_move_the_proxy_in_opposite_directions(default_lm):
+    """At the shipped default strengths, on development questions the search never saw, with the strength sweep's
+    protocol (its first 12 development questions, 96 new tokens). The effect is small on this 135M model and the
+    proxy is weak (see the README): this checks direction, not size."""
+    from steering import bank
+    from steering.methods import Request, answer
+    from steering.proxy import TraitProxy
+
+    trait = PROXY_TRAIT
+    questions = bank.questions(trait, "dev")[:12]
+    decoding = Decoding(max_new_tokens=96)
+    proxy = TraitProxy()
+    mean = {}
+    for pole in ("base", "high", "low"):
+        request = Request("base" if pole == "base" else "npti", trait, "high" if pole == "base" else pole)
+        answers, _ = answer(default_lm, request, questions, decoding)
+        mean[pole] = float(proxy.score(trait, [a.text for a in answers]).mean())
+    assert mean["high"] > mean["base"] > mean["low"], mean

@@ -71,3 +71,12 @@ def test_paper_format_errors(tmp_path):
     path.write_text('{"0": [[0, 1, 0.2]]}')
     with pytest.raises(ProfileError, match="not the paper's neuron format"):
         NeuronProfile.from_paper_json(path, "Openness", "high", LLAMA3_8B)
+
+
+def test_top_keeps_the_largest_diffs(tiny_llama):
+    high, _ = pole_pair(tiny_llama, n=12)
+    top = high.top(5)
+    assert len(top) == 5 and top.meta["top_neurons"] == 5
+    assert sorted(top.diff.tolist(), reverse=True) == sorted(high.diff.tolist(), reverse=True)[:5]
+    kept = set(zip(top.layer.tolist(), top.index.tolist()))
+    assert kept <= set(zip(high.layer.tolist(), high.index.tolist()))

@@ -43,7 +43,9 @@ def test_choose_defaults_takes_the_strongest_fluent_strength():
         {"pole": "high", "strength": 0.5, "repeat4": 0.03, "distinct2": 0.88, "perplexity": 5.0},
         {"pole": "high", "strength": 1.0, "repeat4": 0.06, "distinct2": 0.86, "perplexity": 5.9},
         {"pole": "high", "strength": 1.5, "repeat4": 0.30, "distinct2": 0.5, "perplexity": 9.0},
+        {"pole": "high", "strength": 2.0, "repeat4": 0.02, "distinct2": 0.9, "perplexity": 4.0},  # after a failure
         {"pole": "low", "strength": 0.5, "repeat4": 0.10, "distinct2": 0.8, "perplexity": 4.0},
+        {"pole": "low", "strength": 1.0, "repeat4": 0.02, "distinct2": 0.9, "perplexity": 4.0},
     ]
     assert choose_defaults(rows) == {"high": 1.0, "low": None}
     assert choose_defaults(rows, Fluent(max_perplexity_ratio=1.2))["high"] is None
@@ -65,3 +67,22 @@ def test_proxy_leans_the_right_way_on_plain_examples(proxy):
         "I prefer a quiet evening at home with a book. Crowds tire me and I leave parties early.",
     ])
     assert s[0] > 0 > s[1]
+
+
+def test_a_variant_becomes_the_default_only_where_the_papers_method_was_not_fluent(tiny_llama, tmp_path):
+    from helpers import pole_pair
+
+    from steering import NeuronProfile
+    from steering.build import read_manifest, record_sweep
+
+    high, low = pole_pair(tiny_llama)
+    high.save(tmp_path / "Extraversion_high.json")
+    low.save(tmp_path / "Extraversion_low.json")
+    record_sweep(tmp_path, "Extraversion", [{"exact": 1}], {"high": 1.0, "low": None}, {})
+    record_sweep(tmp_path, "Extraversion", [{"variant": 1}], {"high": 1.5, "low": 0.5}, {}, top=5)
+    entry = read_manifest(tmp_path)["traits"]["Extraversion"]
+    assert entry["high"] == {"default_strength": 1.0}
+    assert entry["low"] == {"default_strength": 0.5, "default_top_neurons": 5}
+    assert entry["sweep"]["table"] == [{"exact": 1}] and entry["sweep_variants"]["top5"]["table"] == [{"variant": 1}]
+    assert NeuronProfile.load(tmp_path / "Extraversion_low.json").meta["default_top_neurons"] == 5
+    assert "default_top_neurons" not in NeuronProfile.load(tmp_path / "Extraversion_high.json").meta
