@@ -95,8 +95,8 @@ def steer(lm: LoadedModel, rows: Sequence[Row], seeds: int | Sequence[int] = 0, 
     """Steer the batch row by row while the block runs: `rows[b]` is one Intervention, several (e.g. high
     Extraversion and low Neuroticism), or None for an untouched row. The model's batch must have len(rows) rows.
 
-    `seeds[b]` seeds row b's keep-masks (an int seeds row b with seed + b), so a row's masks do not depend on
-    which other rows share its batch. With `steer_prompt`, the prompt pass is steered too (padding excluded)."""
+    `seeds[b]` seeds row b's keep-masks with a generator of its own, so a row's masks do not depend on which other
+    rows share its batch (an int `seeds` seeds row b with seeds + b, which does depend on the row's position). With `steer_prompt`, the prompt pass is steered too (padding excluded)."""
     rows = list(rows)
     if not rows:
         raise ValueError("steer() needs at least one row")

@@ -61,7 +61,7 @@ def sweep_trait(lm: LoadedModel, proxy: TraitProxy, trait: str, questions: Seque
     scores = proxy.score(trait, texts)
     ppl = perplexity(lm, [q for _, q in rows], texts)
     table = []
-    for c, config in enumerate(configs):
+    for config in configs:
         idx = [i for i, (cfg, _) in enumerate(rows) if cfg == config]
         table.append({
             "pole": config[0], "strength": config[1], "n": len(idx),

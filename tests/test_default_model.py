@@ -7,7 +7,7 @@ import pytest
 from steering import Intervention, load_model, steer
 from steering.generation import Decoding, generate_chats
 from steering.identify import identify
-from steering.models import converted_folder, default_gguf_path
+from steering.models import default_gguf_path
 from steering.prompts import plain_chat
 
 pytestmark = pytest.mark.slow
