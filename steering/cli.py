@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(batch_size=16)
     p.add_argument("--traits", nargs="+", default=list(TRAITS), choices=TRAITS)
     p.add_argument("--profiles", default=None, help="folder of NPTI profiles (default: profiles/<model>/)")
-    p.add_argument("--questions-per-trait", type=int, default=12)
+    p.add_argument("--questions-per-trait", type=int, default=None, help="default: every development question")
     p.add_argument("--strengths", nargs="+", type=float, default=list(STRENGTHS))
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.add_argument("--top-neurons", type=int, default=0,
