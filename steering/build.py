@@ -20,6 +20,7 @@ from .models import LoadedModel
 from .record import Bins
 
 MANIFEST = "manifest.json"
+DEFAULT_KEYS = ("default_strength", "default_top_neurons")  # a pole's shipped NPTI configuration
 
 
 def read_manifest(folder: Path) -> dict:
@@ -60,14 +61,14 @@ def build_profiles(lm: LoadedModel, folder: Path, traits: Sequence[str], *, deco
         seconds = time.perf_counter() - start
         entry = {"questions": len(qs), "seconds": round(seconds, 1), "answers": str(answers.relative_to(folder))}
         for profile in (result.high, result.low):
+            # defaults a strength sweep already chose (strength, and the variant's neuron count with it) stay
             old = manifest["traits"].get(trait_bank.trait, {}).get(profile.pole, {})
-            if "default_strength" in old:  # a strength sweep already chose it: keep it with the profile
-                profile.meta["default_strength"] = old["default_strength"]
+            kept = {k: old[k] for k in DEFAULT_KEYS if k in old}
+            profile.meta.update(kept)
             profile.save(folder / f"{profile.name}.json")
             entry[profile.pole] = {"file": f"{profile.name}.json", "neurons": len(profile),
                                    "tokens": profile.meta["tokens"], "per_layer": profile.per_layer(),
-                                   "p95_beyond_bins": profile.meta["p95_beyond_bins"],
-                                   **({"default_strength": old["default_strength"]} if "default_strength" in old else {})}
+                                   "p95_beyond_bins": profile.meta["p95_beyond_bins"], **kept}
         manifest["traits"][trait_bank.trait] = entry
         write_manifest(folder, manifest)
     return manifest
@@ -95,8 +96,8 @@ def record_sweep(folder: Path, trait: str, table: list[dict], defaults: dict, se
         if top and (pole_entry.get("default_strength") is not None and not pole_entry.get("default_top_neurons")):
             continue  # the paper's method is fluent here: it stays the default
         for meta in (profile.meta, pole_entry):
-            meta.pop("default_strength", None)
-            meta.pop("default_top_neurons", None)
+            for key in DEFAULT_KEYS:
+                meta.pop(key, None)
             if strength is not None:
                 meta["default_strength"] = strength
                 if top:

@@ -55,3 +55,16 @@ def test_identify_end_to_end_on_a_tiny_model(tiny_chat, tmp_path):
     assert {r["pole"] for r in rows} == {"high", "low"} and all("answer" in r for r in rows)
     path = result.high.save(tmp_path / "Extraversion_high.json")
     assert len(NeuronProfile.load(path, expect=tiny_chat.identity)) == len(result.high)
+
+
+def test_rebuilding_profiles_keeps_the_swept_defaults_together(tiny_chat, tmp_path):
+    from steering.build import build_profiles, read_manifest, write_manifest
+
+    write_manifest(tmp_path, {"traits": {"Openness": {"low": {"default_strength": 1.25, "default_top_neurons": 5}}}})
+    build_profiles(tiny_chat, tmp_path, ["Openness"], decoding=Decoding(max_new_tokens=3), batch_size=2, seed=0,
+                   selection=Selection(top_k=8, min_diff=0.5), limit=2, command="test")
+    entry = read_manifest(tmp_path)["traits"]["Openness"]
+    assert entry["low"]["default_strength"] == 1.25 and entry["low"]["default_top_neurons"] == 5
+    low = NeuronProfile.load(tmp_path / "Openness_low.json")
+    assert (low.meta["default_strength"], low.meta["default_top_neurons"]) == (1.25, 5)
+    assert "default_strength" not in entry["high"] and len(low) == 8
