@@ -104,3 +104,12 @@ def record_sweep(folder: Path, trait: str, table: list[dict], defaults: dict, se
                     meta["default_top_neurons"] = top
         profile.save(path)
     write_manifest(folder, manifest)
+
+
+def record_adapter(folder: Path, card) -> None:
+    """Enter a trained LoRA adapter (its AdapterCard) in the manifest under adapters/<Trait>_<pole>."""
+    manifest = read_manifest(folder)
+    manifest.setdefault("adapters", {})[f"{card.trait}_{card.pole}"] = {
+        "path": f"adapters/{card.trait}_{card.pole}", **card.summary()}
+    folder.mkdir(parents=True, exist_ok=True)
+    write_manifest(folder, manifest)

@@ -112,6 +112,37 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_finetune(args) -> int:
+    """Train the fine-tuned baseline: one LoRA adapter per trait pole, by supervised fine-tuning on (plain
+    question -> the answer the model gave under that pole's persona prompt). The answers come from
+    identification (profiles/<model>/answers/<Trait>.jsonl, or --answers FILE). Each adapter goes to
+    OUT/adapters/<Trait>_<pole>/ with training.json and loss.csv, and gets an entry in OUT/manifest.json.
+
+    On a CPU the base model is trained in float32 (--quantization none, the default here); on a CUDA device
+    --quantization nf4 trains QLoRA."""
+    from .build import record_adapter
+    from .finetune import Training, finetune, training_pairs
+    from .methods import profiles_dir
+
+    training = Training(rank=args.rank, alpha=args.alpha, learning_rate=args.learning_rate, epochs=args.epochs,
+                        batch_size=args.batch_size, max_answer_tokens=args.max_answer_tokens, seed=args.seed, top_layers=args.top_layers or None,
+                        targets=tuple(args.targets) if args.targets else None)
+    traits = args.trait or list(TRAITS)
+    poles = [args.pole] if args.pole else list(POLES)
+    lm = _load(args)
+    out = Path(args.out) if args.out else profiles_dir(lm)
+    for trait in traits:
+        answers = Path(args.answers) if args.answers else profiles_dir(lm) / "answers" / f"{trait}.jsonl"
+        for pole in poles:
+            pairs = training_pairs(answers, trait, pole)[: args.limit]
+            folder = out / "adapters" / f"{trait}_{pole}"
+            card = finetune(lm, pairs, training, folder, trait, pole, progress=_progress())
+            record_adapter(out, card)
+            print(f"{folder}: {card.examples} examples, {card.steps} steps, final loss {card.final_loss:.3f}, "
+                  f"{card.seconds:.0f} s, {card.size_bytes / 1e6:.1f} MB")
+    return 0
+
+
 def cmd_generate(args) -> int:
     """Answer every question of a PersonalityBench JSONL file with one method for one trait pole, and write each
     line back with its "answer" and the parameters used."""
@@ -196,6 +227,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-neurons", type=int, default=0,
                    help="sweep the fewer-neurons variant (each pole's N neurons of largest diff); 0: the paper's method")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("finetune", help="train the LoRA baseline", description=inspect.cleandoc(cmd_finetune.__doc__),
+                       formatter_class=fmt)
+    _model_args(p)
+    p.set_defaults(quantization="none")
+    p.add_argument("--trait", nargs="+", default=None, choices=TRAITS, help="default: every trait")
+    p.add_argument("--pole", default=None, choices=POLES, help="default: both")
+    p.add_argument("--answers", default=None, help="persona-prompted answers JSONL (default: the shipped ones)")
+    p.add_argument("--out", default=None, help="folder (default: profiles/<model>/)")
+    p.add_argument("--limit", type=int, default=None, help="train on the first N answers only")
+    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--alpha", type=int, default=16)
+    p.add_argument("--targets", nargs="+", default=["q_proj", "v_proj"],
+                   help="module names to adapt (peft's default for the architecture if given as none)")
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--max-answer-tokens", type=int, default=64)
+    p.add_argument("--top-layers", type=int, default=15, help="adapt only the last N layers (0: every layer)")
+    p.set_defaults(func=cmd_finetune)
 
     from .methods import METHODS
 

@@ -9,6 +9,7 @@ import re
 import torch
 
 from .generation import encode_chats
+from .adapters import base_only
 from .models import LoadedModel
 from .prompts import plain_chat
 
@@ -51,7 +52,8 @@ def perplexity(lm: LoadedModel, questions: list[str], answers: list[str], batch_
         full = torch.cat([prompt["input_ids"].cpu(), ids], 1).to(lm.device)
         full_mask = torch.cat([prompt["attention_mask"].cpu(), mask], 1).to(lm.device)
         positions = (full_mask.cumsum(-1) - 1).clamp(min=0)
-        logits = lm.model(input_ids=full, attention_mask=full_mask, position_ids=positions).logits.float()
+        with base_only(lm):
+            logits = lm.model(input_ids=full, attention_mask=full_mask, position_ids=positions).logits.float()
         p = prompt["input_ids"].shape[1]
         logp = torch.log_softmax(logits[:, p - 1:-1], dim=-1).gather(-1, full[:, p:].unsqueeze(-1)).squeeze(-1)
         for r, a in enumerate(answer_ids):

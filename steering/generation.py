@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from .adapters import row_adapters
 from .models import LoadedModel
 
 MAX_PROMPT_CHARS = 4000
@@ -71,9 +72,12 @@ def encode_chats(lm: LoadedModel, conversations: list[list[dict]]) -> dict:
 
 @torch.no_grad()
 def generate_chats(lm: LoadedModel, conversations: list[list[dict]], decoding: Decoding = Decoding(),
-                   seed: int = 0) -> list[Answer]:
+                   seed: int = 0, adapters: list[str | None] | None = None) -> list[Answer]:
     """Answer each conversation in one batched generate call. Wrap it in `steer(...)` to steer rows, or in
-    `record_activations(...)` to record them. `seed` seeds sampling (greedy decoding ignores it)."""
+    `record_activations(...)` to record them. `seed` seeds sampling (greedy decoding ignores it).
+
+    `adapters[b]` names the LoRA adapter of row b (loaded with `adapters.attach_adapter`) or None for the base
+    model; on a model with adapters loaded, rows that name none always run as the base model."""
     if not conversations:
         return []
     enc = encode_chats(lm, conversations)
@@ -84,7 +88,8 @@ def generate_chats(lm: LoadedModel, conversations: list[list[dict]], decoding: D
     if decoding.do_sample:
         torch.manual_seed(seed)
     eos = eos_ids(lm)
-    out = lm.model.generate(**enc, **decoding.kwargs(), eos_token_id=eos,
+    per_row = row_adapters(lm, adapters, len(conversations))
+    out = lm.model.generate(**enc, **decoding.kwargs(), **per_row, eos_token_id=eos,
                             pad_token_id=lm.tokenizer.pad_token_id)
     answers = []
     for row in out[:, enc["input_ids"].shape[1]:].tolist():

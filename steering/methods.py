@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from .adapters import adapter_name, attach_adapter, loaded_adapters
 from .bank import TraitBank
 from .generation import Answer, Decoding, generate_chats
 from .induce import Intervention, check_strength, steer
@@ -73,24 +74,52 @@ class Request:
             raise ValueError(f"top_neurons must be 0 (all) or a positive count, got {self.top_neurons}")
 
 
-def answer(lm: LoadedModel, request: Request, questions: list[str], decoding: Decoding = Decoding(),
-           profiles: Path | None = None, steer_prompt: bool = False) -> tuple[list[Answer], dict]:
-    """Answer every question with one method; return the answers and the parameters actually used."""
+def adapters_dir(lm: LoadedModel, profiles: Path | None = None) -> Path:
+    """Where a model's shipped LoRA adapters live: profiles/<model name>/adapters/<Trait>_<pole>/."""
+    return (Path(profiles) if profiles else profiles_dir(lm)) / "adapters"
+
+
+def load_adapter(lm: LoadedModel, trait: str, pole: str, profiles: Path | None = None) -> str:
+    """Make sure the pole's adapter is loaded into the model; return its name for a batch row."""
+    name = adapter_name(trait, pole)
+    if name not in loaded_adapters(lm):
+        folder = adapters_dir(lm, profiles) / name
+        if not (folder / "adapter_config.json").is_file():
+            raise MethodUnavailable(f"no LoRA adapter {name} in {folder.parent}: train it with "
+                                    f"`python -m steering finetune --trait {trait} --pole {pole}`")
+        attach_adapter(lm, name, folder)
+    return name
+
+
+@dataclass
+class _Row:
+    chat: list[dict]
+    params: dict
+    adapter: str | None = None
+    intervention: Intervention | None = None
+    seed: int = 0
+
+
+def _plan(lm: LoadedModel, request: Request, question: str, profiles: Path | None, steer_prompt: bool,
+          banks: dict) -> _Row:
+    """How one row answers one question: its prompt, adapter, intervention and the parameters actually used."""
     params: dict = {"method": request.method, "trait": request.trait, "pole": request.pole, "seed": request.seed}
-    if request.method == "sft":
-        raise MethodUnavailable("--method sft is not available yet: it needs the trained LoRA adapters")
     if request.method in ("simple", "p2"):
-        trait_bank = TraitBank.load(request.trait)
+        if request.trait not in banks:
+            banks[request.trait] = TraitBank.load(request.trait)
+        bank = banks[request.trait]
         if request.method == "simple":
-            chats = [adjective_chat(trait_bank.adjectives[request.pole], q) for q in questions]
-        else:
-            picks = [p2_description(trait_bank, request.pole, q, request.seed) for q in questions]
-            chats = [persona_chat(trait_bank.descriptions[request.pole][i], q) for i, q in zip(picks, questions)]
-            params["descriptions"] = picks
-        return generate_chats(lm, chats, decoding, request.seed), params
-    chats = [plain_chat(q) for q in questions]
+            return _Row(adjective_chat(bank.adjectives[request.pole], question), params, seed=request.seed)
+        pick = p2_description(bank, request.pole, question, request.seed)
+        params["description"] = pick
+        return _Row(persona_chat(bank.descriptions[request.pole][pick], question), params, seed=request.seed)
+    chat = plain_chat(question)
     if request.method == "base":
-        return generate_chats(lm, chats, decoding, request.seed), params
+        return _Row(chat, params, seed=request.seed)
+    if request.method == "sft":
+        name = load_adapter(lm, request.trait, request.pole, profiles)
+        params["adapter"] = name
+        return _Row(chat, params, adapter=name, seed=request.seed)
     target, other = load_pole(lm, request.trait, request.pole, profiles)
     top = request.top_neurons
     if top is None:  # the shipped default: the paper's method, or the fewer-neurons variant where it was not fluent
@@ -100,7 +129,40 @@ def answer(lm: LoadedModel, request: Request, questions: list[str], decoding: De
     strength = request.strength
     if strength is None:
         strength = float(target.meta.get("default_strength", DEFAULT_STRENGTH))
-    iv = Intervention(target, strength, other)
     params.update(strength=strength, top_neurons=top or "all", steer_prompt=steer_prompt)
-    with steer(lm, [iv] * len(chats), seeds=[request.seed] * len(chats), steer_prompt=steer_prompt):
-        return generate_chats(lm, chats, decoding, request.seed), params
+    return _Row(chat, params, intervention=Intervention(target, strength, other), seed=request.seed)
+
+
+def answer_rows(lm: LoadedModel, rows: list[tuple[Request, str]], decoding: Decoding = Decoding(),
+                profiles: Path | None = None, steer_prompt: bool = False) -> list[tuple[Answer, dict]]:
+    """Answer a mixed batch in ONE generate call: each row is (request, question), and rows may use different
+    methods, traits and poles — base and prompted rows run the base model, sft rows their own adapter, npti rows
+    their own intervention. Returns each row's answer and the parameters it used.
+
+    Every artefact is checked before anything is generated, so a missing adapter or profile fails fast.
+    Sampling (decoding.do_sample) is seeded once for the batch with the first row's seed."""
+    if not rows:
+        return []
+    banks: dict = {}
+    plan = [_plan(lm, request, question, profiles, steer_prompt, banks) for request, question in rows]
+    chats = [r.chat for r in plan]
+    adapters = [r.adapter for r in plan] if any(r.adapter for r in plan) else None
+    ivs = [r.intervention for r in plan]
+    if any(iv is not None for iv in ivs):
+        with steer(lm, ivs, seeds=[r.seed for r in plan], steer_prompt=steer_prompt):
+            answers = generate_chats(lm, chats, decoding, plan[0].seed, adapters)
+    else:
+        answers = generate_chats(lm, chats, decoding, plan[0].seed, adapters)
+    return [(a, r.params) for a, r in zip(answers, plan)]
+
+
+def answer(lm: LoadedModel, request: Request, questions: list[str], decoding: Decoding = Decoding(),
+           profiles: Path | None = None, steer_prompt: bool = False) -> tuple[list[Answer], dict]:
+    """Answer every question with one method in one batch; return the answers and the parameters used (for p2,
+    "descriptions" lists each question's description)."""
+    out = answer_rows(lm, [(request, q) for q in questions], decoding, profiles, steer_prompt)
+    params = dict(out[0][1]) if out else {"method": request.method}
+    if "description" in params:
+        params.pop("description")
+        params["descriptions"] = [p["description"] for _, p in out]
+    return [a for a, _ in out], params

@@ -76,7 +76,7 @@ def test_identify_then_generate_npti_and_base(tiny_folder, questions, tmp_path, 
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--method", "sft"], "not available yet: it needs the trained LoRA adapters"),
+    (["--method", "sft", "--profiles", "/nowhere"], "no LoRA adapter Extraversion_high in /nowhere/adapters: train it"),
     (["--method", "npti", "--profiles", "/nowhere"], "no NPTI profile Extraversion_high.json"),
     (["--method", "npti", "--strength", "9"], "strength must be between 0 and 4"),
 ])

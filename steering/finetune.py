@@ -1,0 +1,212 @@
+"""The fine-tuned baseline: a LoRA adapter per trait pole, trained by supervised fine-tuning on pairs (plain
+question -> the answer the model gave under that pole's persona prompt). The persona-prompted answers are the ones
+identification kept, so the adapter learns to answer as the persona without being told to.
+
+Training is plain PyTorch over a peft model: right-padded batches, loss on the answer tokens only, AdamW, a
+linear warm-up then constant learning rate. On a CUDA device with a 4-bit base this is QLoRA."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .generation import eos_ids
+from .models import LoadedModel
+from .prompts import plain_chat
+from .questions import read_questions
+from .traits import check_pole, check_trait
+
+ADAPTER_FORMAT = "persona-studio/lora-adapter"
+
+
+@dataclass(frozen=True)
+class Training:
+    """How to train one adapter. Small on purpose: rank 8 on the attention query and value projections of the
+    top 15 layers keeps an adapter of the default model under 1 MB, and backpropagating through half the layers
+    is what makes two epochs over ~165 answers take minutes on a CPU."""
+
+    rank: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    targets: tuple[str, ...] | None = ("q_proj", "v_proj")  # None: peft's default for the architecture
+    top_layers: int | None = 15  # adapt only the last N layers (None: every layer)
+    learning_rate: float = 1e-3
+    epochs: int = 2
+    batch_size: int = 8
+    warmup_steps: int = 4
+    max_answer_tokens: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("rank", "alpha", "epochs", "batch_size", "max_answer_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.learning_rate < 1:
+            raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
+
+
+@dataclass
+class AdapterCard:
+    """What was trained and how it went; saved as training.json beside the adapter, with loss.csv."""
+
+    trait: str
+    pole: str
+    model: str
+    fingerprint: str
+    examples: int
+    steps: int
+    seconds: float
+    final_loss: float
+    losses: list[float] = field(repr=False)
+    training: dict = field(default_factory=dict)
+    size_bytes: int = 0
+
+    def summary(self) -> dict:
+        """The manifest entry: everything but the per-step losses."""
+        out = asdict(self)
+        out.pop("losses")
+        return out
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "training.json").write_text(json.dumps({"format": ADAPTER_FORMAT, **self.summary()}, indent=1) + "\n")
+        with open(folder / "loss.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["step", "loss"])
+            for i, loss in enumerate(self.losses, 1):
+                w.writerow([i, f"{loss:.5f}"])
+
+    @classmethod
+    def load(cls, folder: Path) -> "AdapterCard":
+        data = json.loads((Path(folder) / "training.json").read_text())
+        if data.pop("format", None) != ADAPTER_FORMAT:
+            raise ValueError(f"{folder}/training.json is not a {ADAPTER_FORMAT} card")
+        with open(Path(folder) / "loss.csv") as f:
+            losses = [float(r["loss"]) for r in csv.DictReader(f)]
+        return cls(**data, losses=losses)
+
+
+def training_pairs(answers: str | Path, trait: str, pole: str) -> list[tuple[str, str]]:
+    """(question, persona-prompted answer) for one pole, from an identification answers file."""
+    trait, pole = check_trait(trait), check_pole(pole)
+    rows = read_questions(answers)
+    pairs = [(r["question"], r["answer"]) for r in rows
+             if r.get("trait", trait) == trait and r.get("pole") == pole and str(r.get("answer", "")).strip()]
+    if not pairs:
+        raise ValueError(f"{answers}: no answers for {trait} {pole}")
+    return pairs
+
+
+def encode_pairs(lm: LoadedModel, pairs: list[tuple[str, str]], max_answer_tokens: int) -> list[tuple[list[int], int]]:
+    """Token ids of prompt + answer for each pair, and where the answer starts. An answer longer than the limit is
+    cut; a whole answer ends with end-of-sequence so the adapter also learns when to stop."""
+    tok = lm.tokenizer
+    eos = eos_ids(lm)
+    out = []
+    for question, answer in pairs:
+        prompt = tok.apply_chat_template(plain_chat(question), tokenize=False, add_generation_prompt=True)
+        p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        a_ids = tok(answer.strip(), add_special_tokens=False)["input_ids"]
+        a_ids = a_ids[:max_answer_tokens] if len(a_ids) > max_answer_tokens else a_ids + eos[:1]
+        out.append((p_ids + a_ids, len(p_ids)))
+    return out
+
+
+def _batch(examples: list[tuple[list[int], int]], pad: int, device) -> dict:
+    width = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), width), pad, dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, (ids, start) in enumerate(examples):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        labels[i, start: len(ids)] = torch.tensor(ids[start:])
+        mask[i, : len(ids)] = 1
+    return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+
+
+def lora_config(training: Training, n_layers: int):
+    from peft import LoraConfig
+
+    layers = None
+    if training.top_layers and training.top_layers < n_layers:
+        layers = list(range(n_layers - training.top_layers, n_layers))
+    return LoraConfig(r=training.rank, lora_alpha=training.alpha, lora_dropout=training.dropout,
+                      target_modules=list(training.targets) if training.targets else None,
+                      layers_to_transform=layers, task_type="CAUSAL_LM")
+
+
+def finetune(lm: LoadedModel, pairs: list[tuple[str, str]], training: Training, out: str | Path,
+             trait: str, pole: str, progress=None) -> AdapterCard:
+    """Train one LoRA adapter on `pairs` and save it (peft format) with its card and loss curve in `out`.
+
+    The model is left as it was: the adapter is unloaded from it after saving. `progress` is a tqdm-like
+    callable for a progress bar."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    out = Path(out)
+    random.seed(training.seed)
+    torch.manual_seed(training.seed)
+    examples = encode_pairs(lm, pairs, training.max_answer_tokens)
+    base = lm.model
+    if lm.quantization in ("nf4", "int8"):
+        if lm.device.type != "cuda":
+            raise ValueError("training on a 4-bit or 8-bit base (QLoRA) needs a CUDA device; on a CPU load the "
+                             "model with --quantization none")
+        base = prepare_model_for_kbit_training(base)
+    model = get_peft_model(base, lora_config(training, lm.identity.n_layers))
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=training.learning_rate, weight_decay=0.0)
+    steps_per_epoch = math.ceil(len(examples) / training.batch_size)
+    total = steps_per_epoch * training.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / max(1, training.warmup_steps)))
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else eos_ids(lm)[0]
+    losses: list[float] = []
+    bar = progress(total=total, desc=f"LoRA {trait} {pole}") if progress else None
+    started = time.perf_counter()
+    try:
+        for _ in range(training.epochs):
+            order = list(range(len(examples)))
+            random.shuffle(order)
+            for i in range(0, len(order), training.batch_size):
+                batch = _batch([examples[j] for j in order[i: i + training.batch_size]], pad, lm.device)
+                loss = model(**batch).loss
+                loss.backward()
+                loss = loss.detach()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(loss.item())
+                if bar:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        seconds = time.perf_counter() - started
+        model.eval()
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out)
+        (out / "README.md").unlink(missing_ok=True)  # peft's empty model card template; training.json says it all
+    finally:
+        if bar:
+            bar.close()
+        model.unload()  # take the LoRA layers out again: `lm.model` is the plain model it was
+        lm.model.eval()
+        for p in lm.model.parameters():
+            p.requires_grad_(False)
+    size = sum(f.stat().st_size for f in out.iterdir() if f.suffix == ".safetensors")
+    tail = losses[-steps_per_epoch:]
+    card = AdapterCard(trait, pole, lm.name, lm.identity.fingerprint, len(examples), len(losses), round(seconds, 1),
+                       round(sum(tail) / len(tail), 4), losses,
+                       {**asdict(training), "targets": list(training.targets or []), "quantization": lm.quantization,
+                        "device": lm.device.type},
+                       size)
+    card.save(out)
+    return card
