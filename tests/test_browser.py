@@ -1,0 +1,157 @@
+"""The studio in a real browser: Playwright drives Debian's Chromium against the app on a local port.
+
+The slow test starts `app.py` itself (the default model, a real SQLite file); the fast one serves the studio on a
+tiny model whose answers are HTML and script, to prove that model output is shown as text and never run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from steering.generation import Answer
+from studio.core import LABELS
+
+ROOT = Path(__file__).resolve().parent.parent
+METHOD_WORDS = [*LABELS.values(), "NPTI", "LoRA", "fine-tune", "P²"]
+HOSTILE = "<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\"><b id=bold>bold</b> & more"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("Debian's chromium is not installed: `apt-get install chromium` (`make test` does)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        yield b
+        b.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(url: str, proc: subprocess.Popen | None, seconds: float, log: Path | None = None) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the app exited with {proc.returncode}:\n{log.read_text() if log else ''}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise RuntimeError(f"{url} did not answer in {seconds} s")
+
+
+def _method_names_in(html: str) -> list[str]:
+    return [w for w in METHOD_WORDS if w in html]
+
+
+def _rate_blind_round(page, n_expected: int | None = None) -> int:
+    """Start a blind round, check the page names no method, rate every answer, submit; return the slot count."""
+    from playwright.sync_api import expect
+
+    assert _method_names_in(page.content()) == []
+    page.get_by_role("button", name="New round").click()
+    expect(page.locator(".blind-answer textarea").first).not_to_have_value("", timeout=300_000)
+    n = page.locator(".blind-answer textarea:visible").count()
+    if n_expected is not None:
+        assert n == n_expected
+    assert _method_names_in(page.content()) == [], "a method name reached the page before the vote"
+    for i, slot in enumerate("ABCDE"[:n]):
+        page.locator(f".trait-{slot} label", has_text=str(1 + i % 5)).click()
+        page.locator(f".fluency-{slot} label", has_text=str(5 - i % 5)).click()
+    page.locator("#blind-best label", has_text="B").click()
+    page.locator("#blind-submit").click()
+    expect(page.locator("#blind-reveal")).to_contain_text("NPTI", timeout=60_000)
+    return n
+
+
+@pytest.mark.slow
+def test_the_app_compares_and_rates_blind_in_a_browser(browser, default_home, tmp_path):
+    from playwright.sync_api import expect
+
+    port, database, log = _free_port(), tmp_path / "ratings.sqlite", tmp_path / "app.log"
+    env = {**os.environ, "PERSONA_STUDIO_HOME": str(default_home), "PERSONA_STUDIO_PORT": str(port),
+           "PERSONA_STUDIO_DB": f"sqlite:///{database}", "PERSONA_STUDIO_MAX_NEW_TOKENS": "16"}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_for(base + "/", proc, 300, log)
+        page = browser.new_page()
+        page.goto(base + "/")
+        page.locator("textarea").first.fill("A friend invites you to a weekend festival. What do you do?")
+        page.get_by_role("button", name="Generate").click()
+        expect(page.get_by_text("in one batch")).to_be_visible(timeout=300_000)
+        for m in LABELS:  # every method's artefacts are shipped for the default model: every column answers
+            expect(page.locator(f".answer-{m} textarea")).not_to_have_value("", timeout=5_000)
+        for label in LABELS.values():
+            expect(page.get_by_role("heading", name=label)).to_be_visible()
+        page.goto(base + "/blind/")
+        n = _rate_blind_round(page, n_expected=len(LABELS))
+        with sqlite3.connect(database) as db:
+            assert db.execute("select count(*) from ratings").fetchone()[0] == n
+            assert db.execute("select count(*) from picks").fetchone()[0] == 1
+            assert db.execute("select count(*) from rounds where kind = 'compare'").fetchone()[0] == 1
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_model_output_is_shown_as_text_never_run(browser, tmp_path):
+    """Every answer of this studio is HTML with a script; the pages must show it as text."""
+    from playwright.sync_api import expect
+    from test_studio import serve
+
+    from studio.server import create_app
+
+    lm_studio = _tiny_studio(tmp_path)
+    lm_studio._run = lambda rows, on_step: [(Answer(HOSTILE, 5, True), {"method": r.method, "seed": r.seed})
+                                            for r, _ in rows]
+    with serve(create_app(lm_studio)) as base:
+        page = browser.new_page()
+        page.goto(base + "/")
+        page.locator("textarea").first.fill("<i>hello</i>?")
+        page.get_by_role("button", name="Generate").click()
+        expect(page.locator(".answer-base textarea")).to_have_value(HOSTILE, timeout=60_000)
+        page.goto(base + "/blind/")
+        _rate_blind_round(page)
+        assert page.locator(".blind-answer textarea").first.input_value() == HOSTILE
+        assert page.evaluate("window.__pwned") is None
+        assert page.locator("#bold").count() == 0
+
+
+def _tiny_studio(tmp_path):
+    from conftest import _tiny, tiny_tokenizer
+    from helpers import pole_pair
+    from test_finetune import _random_adapter
+
+    from db import Store
+    from steering.generation import Decoding
+    from studio.core import Studio
+
+    lm = _tiny("llama", positions=2048)
+    lm.tokenizer = tiny_tokenizer()
+    shipped = tmp_path / "profiles" / lm.name
+    high, low = pole_pair(lm, n=12)
+    high.save(shipped / "Extraversion_high.json")
+    low.save(shipped / "Extraversion_low.json")
+    _random_adapter(lm, shipped / "adapters" / "Extraversion_low", seed=4)
+    return Studio(lm, Store(f"sqlite:///{tmp_path / 'studio.sqlite'}"), Decoding(max_new_tokens=6), profiles=shipped)

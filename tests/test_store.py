@@ -1,0 +1,359 @@
+"""The storage: schema constraints, the blind rating cycle, refusals that write nothing, the default location,
+concurrent submissions on a real SQLite file, and a locked database."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, select
+from sqlalchemy.exc import IntegrityError
+
+import db
+from db import OutputIn, RatingRefused, Reveal, RoundIn, SlotView, Store, StoreBusy
+from db.schema import Output, Pick, Rating, utcnow
+
+METHODS = ("base", "simple", "p2", "sft", "npti")
+SHUFFLED = (3, 0, 4, 1, 2)  # the slot of METHODS[i]
+
+
+def blind_round(rater_id: str | None, kind: str = "blind", n: int = 5) -> RoundIn:
+    """A round with the five methods at shuffled slots; texts never mention a method name."""
+    outputs = [OutputIn(slot=SHUFFLED[i], method=METHODS[i], params={"strength": 1.25, "top_neurons": "all"},
+                        seed=100 + i, text=f"Answer text number {i}.", n_tokens=20 + i, latency=0.5 + i)
+               for i in range(n)]
+    return RoundIn(kind=kind, question="How do you spend a free evening?", custom=False, trait="Extraversion",
+                   pole="high", model="tiny-test", seconds=2.5, outputs=outputs, rater_id=rater_id)
+
+
+def all_scores(n: int = 5, trait: int = 4, fluency: int = 3) -> dict[int, tuple[int, int]]:
+    return {slot: (trait, fluency) for slot in range(n)}
+
+
+def file_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def store():
+    s = Store("sqlite://")
+    yield s
+    s.close()
+
+
+# -- schema ------------------------------------------------------------------------------------------------------
+
+
+def test_public_names():
+    assert set(db.__all__) == {"RatingRefused", "StoreBusy", "RoundIn", "OutputIn", "SlotView", "Reveal", "Store"}
+    assert issubclass(RatingRefused, ValueError) and issubclass(StoreBusy, RuntimeError)
+
+
+def test_tables_and_columns(store):
+    insp = inspect(store._engine)
+    columns = {t: {c["name"] for c in insp.get_columns(t)} for t in insp.get_table_names()}
+    assert columns == {
+        "raters": {"id", "created_at"},
+        "rounds": {"id", "rater_id", "kind", "question", "custom", "trait", "pole", "model", "created_at",
+                   "seconds"},
+        "outputs": {"id", "round_id", "slot", "method", "params", "seed", "text", "n_tokens", "latency"},
+        "ratings": {"id", "round_id", "output_id", "rater_id", "trait_score", "fluency_score", "created_at"},
+        "picks": {"id", "round_id", "rater_id", "output_id", "created_at"},
+    }
+    uniques = {t: {tuple(u["column_names"]) for u in insp.get_unique_constraints(t)} for t in columns}
+    assert ("round_id", "slot") in uniques["outputs"]
+    assert ("output_id", "rater_id") in uniques["ratings"]
+    assert ("round_id",) in uniques["picks"]
+
+
+def test_second_pick_for_a_round_violates_unique(store):
+    rater = store.new_rater()
+    round_id = store.record_round(blind_round(rater))
+    with store._sessions() as session:
+        output_id = session.scalar(select(Output.id).where(Output.round_id == round_id, Output.slot == 0))
+        session.add(Pick(round_id=round_id, rater_id=rater, output_id=output_id, created_at=utcnow()))
+        session.commit()
+        session.add(Pick(round_id=round_id, rater_id=rater, output_id=output_id, created_at=utcnow()))
+        with pytest.raises(IntegrityError):
+            session.commit()
+
+
+@pytest.mark.parametrize("trait, fluency", [(6, 3), (3, 0)])
+def test_score_outside_1_to_5_violates_check(store, trait, fluency):
+    rater = store.new_rater()
+    round_id = store.record_round(blind_round(rater))
+    with store._sessions() as session:
+        output_id = session.scalar(select(Output.id).where(Output.round_id == round_id, Output.slot == 0))
+        session.add(Rating(round_id=round_id, output_id=output_id, rater_id=rater, trait_score=trait,
+                           fluency_score=fluency, created_at=utcnow()))
+        with pytest.raises(IntegrityError, match="CHECK"):
+            session.commit()
+
+
+def test_foreign_keys_are_enforced(store):
+    with store._sessions() as session:
+        session.add(Output(round_id="nope", slot=0, method="base", params={}, seed=0, text="x", n_tokens=1,
+                           latency=0.0))
+        with pytest.raises(IntegrityError, match="FOREIGN KEY"):
+            session.commit()
+
+
+# -- the blind cycle -----------------------------------------------------------------------------------------------
+
+
+def test_full_blind_cycle(store):
+    rater = store.new_rater()
+    assert len(rater) == 32
+    round_id = store.record_round(blind_round(rater))
+    assert len(round_id) == 32 and round_id != rater
+
+    views = store.round_for_rater(round_id, rater)
+    assert [v.slot for v in views] == [0, 1, 2, 3, 4]
+    assert all(isinstance(v, SlotView) for v in views)
+    assert {f.name for f in dataclasses.fields(SlotView)} == {"slot", "text"}
+    for view in views:
+        assert not hasattr(view, "method")
+        assert not any(m in repr(view) for m in METHODS)
+    assert views[SHUFFLED[2]].text == "Answer text number 2."
+
+    scores = {slot: (slot + 1, 5 - slot) for slot in range(5)}
+    best = SHUFFLED[METHODS.index("npti")]
+    reveal = store.record_rating(round_id, rater, scores, best=best)
+    assert all(isinstance(r, Reveal) for r in reveal)
+    assert [r.slot for r in reveal] == [0, 1, 2, 3, 4]
+    assert {r.slot: r.method for r in reveal} == {SHUFFLED[i]: m for i, m in enumerate(METHODS)}
+    assert reveal[0].params == {"strength": 1.25, "top_neurons": "all"}
+    assert reveal[best].text == "Answer text number 4."
+
+    ratings = store.ratings_frame()
+    assert len(ratings) == 5
+    assert list(ratings.columns) == ["rating_id", "round_id", "rater_id", "created_at", "custom", "question",
+                                     "trait", "pole", "model", "slot", "method", "params", "seed", "text",
+                                     "trait_score", "fluency_score", "best"]
+    by_slot = ratings.set_index("slot")
+    for slot, (trait, fluency) in scores.items():
+        assert by_slot.loc[slot, "trait_score"] == trait and by_slot.loc[slot, "fluency_score"] == fluency
+    assert ratings["best"].sum() == 1
+    assert ratings.loc[ratings["best"], "method"].item() == "npti"
+    assert (ratings["round_id"] == round_id).all() and (ratings["rater_id"] == rater).all()
+    assert ratings["params"].iloc[0] == '{"strength": 1.25, "top_neurons": "all"}'
+    assert str(ratings["created_at"].dt.tz) == "UTC"
+
+    picks = store.picks_frame()
+    assert list(picks.columns) == ["round_id", "rater_id", "trait", "pole", "custom", "method", "best"]
+    assert len(picks) == 5 and picks["best"].sum() == 1
+    assert picks.loc[picks["best"], "method"].item() == "npti"
+    assert sorted(picks["method"]) == sorted(METHODS)
+
+    outputs = store.outputs_frame()
+    assert len(outputs) == 5 and set(outputs["kind"]) == {"blind"}
+    assert store.counts() == {"raters": 1, "rounds": 1, "outputs": 5, "ratings": 5, "picks": 1}
+
+
+def test_empty_frames_keep_their_columns(store):
+    assert list(store.ratings_frame().columns)[-1] == "best" and store.ratings_frame().empty
+    assert list(store.picks_frame().columns) == ["round_id", "rater_id", "trait", "pole", "custom", "method",
+                                                 "best"]
+    assert "method" in store.outputs_frame().columns and store.outputs_frame().empty
+
+
+def test_compare_round_without_rater(store):
+    round_id = store.record_round(blind_round(None, kind="compare", n=3))
+    outputs = store.outputs_frame()
+    assert len(outputs) == 3 and outputs["rater_id"].isna().all() and set(outputs["round_id"]) == {round_id}
+    assert store.picks_frame().empty
+
+
+# -- refusals ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(kind="duel"), "kind"),
+    (dict(pole="middle"), "pole"),
+    (dict(rater_id=None), "rater"),
+    (dict(rater_id="0" * 32), "no rater"),
+    (dict(outputs=[]), "at least one output"),
+    (dict(outputs=[OutputIn(0, "base", {}, 0, "a", 1, 0.1), OutputIn(0, "npti", {}, 0, "b", 1, 0.1)]), "unique"),
+    (dict(outputs=[OutputIn(-1, "base", {}, 0, "a", 1, 0.1)]), "slots"),
+    (dict(outputs=[OutputIn(0, "npti", {"strength": object()}, 0, "a", 1, 0.1)]), "not plain JSON"),
+])
+def test_malformed_rounds_are_refused_and_write_nothing(store, change, message):
+    rater = store.new_rater()
+    before = store.counts()
+    with pytest.raises(ValueError, match=message):
+        store.record_round(dataclasses.replace(blind_round(rater), **change))
+    assert store.counts() == before
+
+
+def test_refusals_write_nothing(store):
+    rater, other = store.new_rater(), store.new_rater()
+    round_id = store.record_round(blind_round(rater))
+    compare_id = store.record_round(blind_round(None, kind="compare"))
+
+    def refused(match: str, *args, **kwargs) -> None:
+        before = store.counts()
+        with pytest.raises(RatingRefused, match=match):
+            store.record_rating(*args, **kwargs)
+        assert store.counts() == before
+
+    refused("not issued to you", round_id, other, all_scores(), best=0)
+    refused("no such round", "f" * 32, rater, all_scores(), best=0)
+    refused("rate every answer", round_id, rater, {**all_scores(), 2: (0, 3)}, best=0)
+    refused("rate every answer", round_id, rater, {**all_scores(), 2: (3, 6)}, best=0)
+    refused("rate every answer", round_id, rater, {s: v for s, v in all_scores().items() if s != 4}, best=0)
+    refused("rate every answer", round_id, rater, {**all_scores(), 5: (3, 3)}, best=0)
+    refused("rate every answer", round_id, rater, {**all_scores(), 1: (3.5, 3)}, best=0)
+    refused("rate every answer", round_id, rater, {**all_scores(), 1: (3,)}, best=0)
+    refused("best portrayal", round_id, rater, all_scores(), best=5)
+    refused("best portrayal", round_id, rater, all_scores(), best=None)
+    refused("not a blind round", compare_id, rater, all_scores(), best=0)
+
+    store.record_rating(round_id, rater, all_scores(), best=1)
+    refused("already rated", round_id, rater, all_scores(), best=2)
+    refused("not issued to you", round_id, other, all_scores(), best=2)
+    assert store.counts()["picks"] == 1 and store.counts()["ratings"] == 5
+
+
+def test_round_for_rater_refuses_strangers(store):
+    rater, other = store.new_rater(), store.new_rater()
+    round_id = store.record_round(blind_round(rater))
+    compare_id = store.record_round(blind_round(None, kind="compare"))
+    with pytest.raises(RatingRefused, match="not issued to you"):
+        store.round_for_rater(round_id, other)
+    with pytest.raises(RatingRefused, match="not issued to you"):
+        store.round_for_rater(compare_id, rater)
+    with pytest.raises(RatingRefused, match="no such round"):
+        store.round_for_rater("f" * 32, rater)
+
+
+def test_unique_constraint_backs_the_already_rated_check(store, monkeypatch):
+    """Even if the check were skipped (as when two submissions pass it together), the UNIQUE constraint refuses
+    the second rating and the failed transaction leaves nothing."""
+    rater = store.new_rater()
+    round_id = store.record_round(blind_round(rater))
+    store.record_rating(round_id, rater, all_scores(), best=0)
+    monkeypatch.setattr(Store, "_already_rated", staticmethod(lambda session, round_id: False))
+    before = store.counts()
+    with pytest.raises(RatingRefused, match="already rated"):
+        store.record_rating(round_id, rater, all_scores(trait=1), best=3)
+    assert store.counts() == before
+    assert set(store.ratings_frame()["trait_score"]) == {4}
+
+
+# -- location ------------------------------------------------------------------------------------------------------
+
+
+def test_default_location_is_the_data_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("PERSONA_STUDIO_HOME", str(tmp_path / "nested" / "home"))
+    monkeypatch.delenv("PERSONA_STUDIO_DB", raising=False)
+    store = Store()
+    try:
+        path = tmp_path / "nested" / "home" / "studio.sqlite"
+        assert path.is_file()
+        assert store.url == f"sqlite:///{path}"
+        store.new_rater()
+    finally:
+        store.close()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert raw.execute("SELECT count(*) FROM raters").fetchone()[0] == 1
+
+
+def test_db_url_environment_variable_is_honoured(tmp_path, monkeypatch):
+    monkeypatch.setenv("PERSONA_STUDIO_DB", f"sqlite:///{tmp_path}/x.db")
+    store = Store()
+    try:
+        assert (tmp_path / "x.db").is_file()
+        assert store.url.endswith("/x.db")
+        assert not (tmp_path / "home" / "studio.sqlite").exists()
+    finally:
+        store.close()
+
+
+def test_in_memory_url_and_password_hiding(store):
+    assert store.url == "sqlite://"
+    store.new_rater()
+    assert store.counts()["raters"] == 1  # every session sees the one in-memory database
+
+
+# -- concurrency ---------------------------------------------------------------------------------------------------
+
+
+def run_together(n: int, work) -> list[object]:
+    """Run work(i) in n threads released at the same moment; return each result or the exception it raised."""
+    barrier = threading.Barrier(n)
+    results: list[object] = [None] * n
+
+    def target(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = work(i)
+        except Exception as err:  # noqa: BLE001 - the test inspects what each thread got
+            results[i] = err
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    return results
+
+
+def test_concurrent_submissions_on_a_file(tmp_path):
+    url = file_url(tmp_path / "race.sqlite")
+    writer = Store(url)
+    try:
+        raters = [writer.new_rater() for _ in range(8)]
+        rounds = [writer.record_round(blind_round(r)) for r in raters]
+
+        results = run_together(8, lambda i: writer.record_rating(rounds[i], raters[i], all_scores(), best=i % 5))
+        assert all(isinstance(r, list) and len(r) == 5 for r in results), results
+
+        rater = writer.new_rater()
+        contested = writer.record_round(blind_round(rater))
+        results = run_together(8, lambda i: writer.record_rating(contested, rater, all_scores(trait=1 + i % 5),
+                                                                 best=i % 5))
+        accepted = [r for r in results if isinstance(r, list)]
+        refused = [r for r in results if isinstance(r, RatingRefused)]
+        assert len(accepted) == 1 and len(refused) == 7, results
+        assert all("already rated" in str(r) for r in refused)
+    finally:
+        writer.close()
+
+    reader = Store(url)
+    try:
+        counts = reader.counts()
+        assert counts["picks"] == 9 and counts["ratings"] == 9 * 5
+        ratings = reader.ratings_frame()
+        assert set(ratings["round_id"]) == set(rounds) | {contested}
+        assert (ratings.groupby("round_id")["best"].sum() == 1).all()
+        assert len(ratings[ratings["round_id"] == contested]["trait_score"].unique()) == 1
+    finally:
+        reader.close()
+
+
+def test_locked_database_raises_store_busy_and_saves_nothing(tmp_path):
+    path = tmp_path / "locked.sqlite"
+    store = Store(file_url(path))
+    rater = store.new_rater()
+    round_id = store.record_round(blind_round(rater))
+    impatient = Store(file_url(path), busy_timeout_ms=100)
+    raw = sqlite3.connect(path, isolation_level=None)
+    try:
+        raw.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(StoreBusy, match="nothing was saved"):
+            impatient.record_rating(round_id, rater, all_scores(), best=0)
+        with pytest.raises(StoreBusy):
+            impatient.new_rater()
+        raw.execute("ROLLBACK")
+        assert impatient.counts() == {"raters": 1, "rounds": 1, "outputs": 5, "ratings": 0, "picks": 0}
+        impatient.record_rating(round_id, rater, all_scores(), best=0)  # submitting again works
+        assert store.counts()["picks"] == 1
+    finally:
+        raw.close()
+        impatient.close()
+        store.close()

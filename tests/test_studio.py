@@ -1,0 +1,163 @@
+"""The studio on a tiny random-weight model with real artefacts (NPTI profiles, LoRA adapters), a real SQLite file
+and a real HTTP server: rounds, blind rating through the JSON API, refusals, and eight raters at once."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import threading
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+
+import pytest
+from conftest import _tiny, tiny_tokenizer
+from helpers import pole_pair
+from test_finetune import _random_adapter
+
+from db import Store
+from steering.generation import Decoding
+from steering.methods import METHODS
+from studio.core import LABELS, Studio
+
+
+def _studio_model():
+    lm = _tiny("llama", positions=2048)
+    lm.tokenizer = tiny_tokenizer()
+    return lm
+
+
+@pytest.fixture
+def studio(tmp_path):
+    lm = _studio_model()
+    shipped = tmp_path / "profiles" / lm.name
+    high, low = pole_pair(lm, n=12)
+    high.save(shipped / "Extraversion_high.json")
+    low.save(shipped / "Extraversion_low.json")
+    _random_adapter(lm, shipped / "adapters" / "Extraversion_low", seed=4)
+    store = Store(f"sqlite:///{tmp_path / 'studio.sqlite'}")
+    yield Studio(lm, store, Decoding(max_new_tokens=6, do_sample=True), profiles=shipped)
+    store.close()
+
+
+@contextmanager
+def serve(app):
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        if time.time() > deadline:
+            raise RuntimeError("server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def post(url: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_compare_answers_every_method_in_one_round_and_says_why_one_is_missing(studio):
+    # Extraversion high has its profiles but no adapter: sft is shown as unavailable, with the reason
+    result = studio.compare("how was your weekend?", "Extraversion", "high", list(METHODS), strength=1.0, seed=2)
+    by = {c.method: c for c in result.columns}
+    assert list(by) == list(METHODS)
+    assert by["sft"].text is None and "finetune --trait Extraversion --pole high" in by["sft"].reason
+    assert all(by[m].text is not None for m in METHODS if m != "sft")
+    assert by["npti"].params["strength"] == 1.0
+    frame = studio.store.outputs_frame()
+    assert sorted(frame["method"]) == sorted(m for m in METHODS if m != "sft")
+    assert set(frame["round_id"]) == {result.round_id}
+
+
+@pytest.mark.parametrize("args, message", [
+    (("", "Extraversion", "high", ["base"]), "the question is empty"),
+    (("x" * 4001, "Extraversion", "high", ["base"]), "limit is 4000"),
+    (("hi?", "Charm", "high", ["base"]), "unknown trait 'Charm'"),
+    (("hi?", "Extraversion", "up", ["base"]), "unknown pole 'up'"),
+    (("hi?", "Extraversion", "high", ["npti"], 4.5), "strength must be between 0 and 4"),
+    (("hi?", "Extraversion", "high", ["magic"]), "unknown: magic"),
+])
+def test_bad_compare_input_is_refused_clearly_and_writes_nothing(studio, args, message):
+    with pytest.raises(ValueError, match=message):
+        studio.compare(*args)
+    assert studio.store.counts()["rounds"] == 0
+
+
+def test_blind_round_mapping_stays_on_the_server_until_the_vote(studio):
+    rater = studio.store.new_rater()
+    r = studio.blind_round(rater, "Extraversion", "low")
+    assert not r.custom and "reserved, introverted" in r.target
+    assert len(r.slots) == len(METHODS)  # every method is available for Extraversion low
+    page = json.dumps([{"slot": s.slot, "text": s.text} for s in r.slots]) + r.question + r.target
+    assert not any(name in page for name in [*LABELS.values(), "npti", "sft", "lora", "LoRA"])
+    revealed = studio.rate(r.round_id, rater, {s.slot: (3, 4) for s in r.slots}, best=1)
+    assert sorted(x.method for x in revealed) == sorted(METHODS)
+    typed = studio.blind_round(rater, "Extraversion", "low", question="what is your favourite song?")
+    assert typed.custom and typed.question == "what is your favourite song?"
+
+
+def test_blind_rating_over_http_refusals_and_eight_raters_at_once(studio, tmp_path):
+    from studio.server import api
+
+    with serve(api(studio)) as base:
+        raters = [post(f"{base}/api/raters", {})[1]["rater"] for _ in range(8)]
+        rounds = []
+        for rater in raters:
+            status, body = post(f"{base}/api/blind/rounds", {"rater": rater, "trait": "Extraversion", "pole": "low"})
+            assert status == 200, body
+            assert not any(name in json.dumps(body) for name in LABELS.values())
+            rounds.append(body)
+        barrier = threading.Barrier(8)
+        results: list = [None] * 8
+
+        def rate(i):
+            body = {"rater": raters[i], "best": 0,
+                    "scores": {str(a["slot"]): {"trait": 1 + i % 5, "fluency": 5 - i % 5} for a in rounds[i]["answers"]}}
+            barrier.wait()
+            results[i] = post(f"{base}/api/blind/rounds/{rounds[i]['round']}/rating", body)
+
+        threads = [threading.Thread(target=rate, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert [status for status, _ in results] == [200] * 8, results
+        assert sorted(x["method"] for x in results[0][1]["revealed"]) == sorted(METHODS)
+        n = len(METHODS)
+        # count the rows in the file itself
+        with sqlite3.connect(tmp_path / "studio.sqlite") as db:
+            assert db.execute("select count(*) from ratings").fetchone()[0] == 8 * n
+            assert db.execute("select count(*) from picks").fetchone()[0] == 8
+        before = studio.store.counts()
+        scores = {str(a["slot"]): {"trait": 3, "fluency": 3} for a in rounds[0]["answers"]}
+        again = post(f"{base}/api/blind/rounds/{rounds[0]['round']}/rating",
+                     {"rater": raters[0], "best": 0, "scores": scores})
+        assert again[0] == 409 and "already rated" in again[1]["error"]
+        never = post(f"{base}/api/blind/rounds/{'0' * 32}/rating", {"rater": raters[0], "best": 0, "scores": scores})
+        assert never[0] == 409 and "no such round" in never[1]["error"]
+        other = post(f"{base}/api/blind/rounds/{rounds[1]['round']}/rating", {"rater": raters[0], "best": 0,
+                                                                              "scores": scores})
+        assert other[0] == 409
+        assert studio.store.counts() == before
+        bad = post(f"{base}/api/blind/rounds", {"rater": raters[0], "trait": "Charm", "pole": "low"})
+        assert bad[0] == 422 and "unknown trait" in bad[1]["error"]
+        with urllib.request.urlopen(f"{base}/api/ratings.csv") as r:
+            lines = r.read().decode().splitlines()
+        assert len(lines) == 1 + 8 * n
