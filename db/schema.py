@@ -156,3 +156,18 @@ class Pick(Base):
     rater_id: Mapped[str] = mapped_column(ForeignKey("raters.id"), index=True)
     output_id: Mapped[int] = mapped_column(ForeignKey("outputs.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JudgeScore(Base):
+    """An automatic judge's scores for one output (the LLM judge, or the offline proxy), kept beside the human
+    ratings so the results can show how far the two agree. One row per (output, judge); a missing score is NULL."""
+
+    __tablename__ = "judgments"
+    __table_args__ = (UniqueConstraint("output_id", "judge", name="uq_judgments_output_judge"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    output_id: Mapped[int] = mapped_column(ForeignKey("outputs.id"), index=True)
+    judge: Mapped[str] = mapped_column(String(200))
+    trait_score: Mapped[float | None]
+    fluency_score: Mapped[float | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

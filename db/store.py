@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from .schema import KINDS, POLES, Base, Kind, Output, Pick, Pole, Rater, Rating, Round, new_id, utcnow
+from .schema import KINDS, POLES, Base, JudgeScore, Kind, Output, Pick, Pole, Rater, Rating, Round, new_id, utcnow
 
 HOME_ENV = "PERSONA_STUDIO_HOME"
 DB_ENV = "PERSONA_STUDIO_DB"
@@ -323,7 +323,7 @@ class Store:
                  .outerjoin(Pick, Pick.round_id == Rating.round_id)
                  .order_by(Rating.id))
         with self._reading() as session:
-            rows = [(*row[:11], _json(row[11]), *row[12:16], row[16] is not None and row[16] == row[17])
+            rows = [(*row[:11], _json(row[11]), *row[12:16], row[16] is not None and row[16] == row[17], row[17])
                     for row in session.execute(query)]
         return _frame(rows, RATINGS_COLUMNS)
 
@@ -340,6 +340,25 @@ class Store:
         with self._reading() as session:
             rows = [(*row[:6], row[6] == row[7]) for row in session.execute(query)]
         return _frame(rows, PICKS_COLUMNS)
+
+    def record_judgments(self, judge: str, scores: Mapping[int, tuple[float | None, float | None]]) -> int:
+        """Store a judge's (trait, fluency) scores per output id; outputs this judge already scored are skipped
+        (a judgment, like a rating, is never overwritten). Returns how many rows were written."""
+        with self._writing() as session:
+            done = set(session.scalars(select(JudgeScore.output_id).where(JudgeScore.judge == judge)))
+            new = [JudgeScore(output_id=int(o), judge=judge, created_at=utcnow(),
+                              trait_score=None if t is None else float(t), fluency_score=None if f is None else float(f))
+                   for o, (t, f) in scores.items() if int(o) not in done]
+            session.add_all(new)
+        return len(new)
+
+    def judgments_frame(self) -> pd.DataFrame:
+        """One row per judged output: output_id, judge, trait_score, fluency_score (NaN where missing)."""
+        query = select(JudgeScore.output_id, JudgeScore.judge, JudgeScore.trait_score,
+                       JudgeScore.fluency_score).order_by(JudgeScore.id)
+        with self._reading() as session:
+            rows = [tuple(row) for row in session.execute(query)]
+        return _frame(rows, JUDGMENTS_COLUMNS)
 
     def outputs_frame(self) -> pd.DataFrame:
         """One row per output with its round's columns (compare history, judge agreement)."""
@@ -360,11 +379,14 @@ RATINGS_COLUMNS: Columns = (
     ("rating_id", "int64"), ("round_id", None), ("rater_id", None), ("created_at", "datetime"), ("custom", "bool"),
     ("question", None), ("trait", None), ("pole", None), ("model", None), ("slot", "int64"), ("method", None),
     ("params", None), ("seed", "int64"), ("text", None), ("trait_score", "int64"), ("fluency_score", "int64"),
-    ("best", "bool"),
+    ("best", "bool"), ("output_id", "int64"),
 )
 PICKS_COLUMNS: Columns = (
     ("round_id", None), ("rater_id", None), ("trait", None), ("pole", None), ("custom", "bool"), ("method", None),
     ("best", "bool"),
+)
+JUDGMENTS_COLUMNS: Columns = (
+    ("output_id", "int64"), ("judge", None), ("trait_score", "float64"), ("fluency_score", "float64"),
 )
 OUTPUTS_COLUMNS: Columns = (
     ("round_id", None), ("kind", None), ("rater_id", None), ("created_at", "datetime"), ("custom", "bool"),

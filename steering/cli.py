@@ -169,6 +169,55 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    """The paper's table from one command: answer every question with every method (npti at each --strengths;
+    "default" = the pole's shipped strength) for both poles of every trait, judge every answer, and write to OUT:
+    answers.jsonl and judgments-<judge>.jsonl (both resumable: rerun the same command to continue), table.csv and
+    table.md (method x trait: high-pole and low-pole trait scores, fluency), strength.png (trait score against
+    strength per pole) and run.json.
+
+    --judge offline needs no API: a PROXY of both scores (persona-bank embedding proxy for the trait, perplexity x
+    repetition for fluency), labelled as such in every output. --judge openai uses any OpenAI-compatible endpoint
+    from the environment: PERSONA_STUDIO_JUDGE_BASE_URL (or OPENAI_BASE_URL), PERSONA_STUDIO_JUDGE_MODEL,
+    PERSONA_STUDIO_JUDGE_API_KEY (or OPENAI_API_KEY); replies are cached in OUT/judge-cache.jsonl.
+
+    --questions is a PersonalityBench JSONL file; rows with a "trait" field count for that trait only, rows without
+    for every trait. Without --questions, each trait's development questions from the persona bank."""
+    from . import bank
+    from .evaluate import OfflineJudge, Plan, generate_answers, joined, judge_answers, judge_scales, run_settings, \
+        write_outputs
+    from .questions import read_questions
+
+    strengths = tuple(None if s == "default" else float(s) for s in args.strengths)
+    plan = Plan(tuple(args.methods), tuple(args.traits), strengths, args.seed, args.max_new_tokens)
+    if args.questions:
+        rows = read_questions(args.questions)
+        questions = {t: [r["question"] for r in rows if r.get("trait", t).strip().lower() == t.lower()]
+                     for t in plan.traits}
+    else:
+        questions = {t: bank.questions(t, "dev") for t in plan.traits}
+    questions = {t: q[: args.questions_per_trait] for t, q in questions.items()}
+    if empty := [t for t, q in questions.items() if not q]:
+        raise ValueError(f"no questions for {', '.join(empty)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.judge == "openai":
+        from .judge import JudgeSettings, OpenAIJudge
+
+        judge = OpenAIJudge(JudgeSettings.from_env(cache=out / "judge-cache.jsonl"))
+    lm = _load(args)
+    if args.judge == "offline":
+        judge = OfflineJudge(lm)
+    (out / "run.json").write_text(json.dumps(run_settings(plan, lm.name, judge, questions), indent=1) + "\n")
+    answers = generate_answers(lm, plan, questions, out, args.batch_size, _progress(),
+                               Path(args.profiles) if args.profiles else None)
+    judgments = judge_answers(judge, answers, out, progress=_progress())
+    table = write_outputs(joined(answers, judgments), out, judge.name, judge_scales(judge))
+    print((out / "table.md").read_text())
+    print(f"{out}: {len(answers)} answers, {len(judgments)} judgments by {judge.name}, table of {len(table)} rows")
+    return 0
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     from .models import QUANTIZATIONS
 
@@ -265,6 +314,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: the profile's shipped choice)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("evaluate", help="the paper's table: generate, judge, tabulate",
+                       description=inspect.cleandoc(cmd_evaluate.__doc__), formatter_class=fmt)
+    _model_args(p)
+    p.set_defaults(batch_size=16)
+    p.add_argument("--questions", default=None, help="PersonalityBench JSONL (default: the bank's dev questions)")
+    p.add_argument("--questions-per-trait", type=int, default=None, help="use only the first N per trait")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--traits", nargs="+", default=list(TRAITS), choices=TRAITS)
+    p.add_argument("--strengths", nargs="+", default=["default"],
+                   help="NPTI strengths, numbers in [0, 4] or 'default' (the shipped one)")
+    p.add_argument("--judge", choices=("offline", "openai"), default="offline")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--profiles", default=None, help="folder of NPTI profiles and adapters (default: profiles/<model>/)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

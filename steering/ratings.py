@@ -29,7 +29,8 @@ from .traits import POLES, TRAITS
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["bradley_terry", "plot_scores", "score_table", "spearman", "wins_from_picks"]
+__all__ = ["bradley_terry", "judge_agreement", "plot_scores", "score_table", "spearman", "toward_target",
+           "wins_from_picks"]
 
 _SCORES = ("trait", "fluency")
 _BOARD_COLUMNS = ("method", "rating", "lo", "hi", "rounds", "picks", "ranked", "rank")
@@ -217,6 +218,50 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> tuple[float, int]:
     if n < 3 or np.all(x == x[0]) or np.all(y == y[0]):
         return float("nan"), n
     return float(stats.spearmanr(x, y).statistic), n
+
+
+def toward_target(judge: str, pole: str, trait_score: float, fluency_score: float) -> tuple[float, float]:
+    """A judge's scores turned the way human ratings point: trait = how well the answer portrays the TARGET pole,
+    fluency = higher is better. An LLM judge rates the trait's level 1-5 (a low-pole answer should score low), so a
+    low pole's score becomes 6 - s; the offline proxy's trait score is signed (> 0 leans high) and its fluency is a
+    perplexity (lower is better), so both flip sign where needed."""
+    offline = judge.startswith("offline")
+    if pole == "low":
+        trait_score = -trait_score if offline else 6 - trait_score
+    return trait_score, (-fluency_score if offline else fluency_score)
+
+
+def judge_agreement(ratings: pd.DataFrame, judgments: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """How far an automatic judge agrees with the human ratings of the same outputs.
+
+    `ratings` has one row per human rating (output_id, method, pole, trait_score, fluency_score); `judgments` one
+    row per (output_id, judge). Per output the human scores are averaged; judge scores are turned toward the
+    target (`toward_target`). Returns (per judge and method: n, human and judge means; per judge: Spearman rank
+    correlation of human and judge scores over outputs, for trait and fluency, with n)."""
+    per_method_cols = ["judge", "method", "n", "human_trait", "judge_trait", "human_fluency", "judge_fluency"]
+    overall_cols = ["judge", "trait_spearman", "trait_n", "fluency_spearman", "fluency_n"]
+    if ratings.empty or judgments.empty:
+        return pd.DataFrame(columns=per_method_cols), pd.DataFrame(columns=overall_cols)
+    human = (ratings.groupby("output_id")
+             .agg(method=("method", "first"), pole=("pole", "first"), human_trait=("trait_score", "mean"),
+                  human_fluency=("fluency_score", "mean")).reset_index())
+    both = human.merge(judgments, on="output_id")
+    if both.empty:
+        return pd.DataFrame(columns=per_method_cols), pd.DataFrame(columns=overall_cols)
+    turned = [toward_target(j, p, t, f) for j, p, t, f in
+              zip(both["judge"], both["pole"], both["trait_score"].astype(float), both["fluency_score"].astype(float))]
+    both["judge_trait"] = [t for t, _ in turned]
+    both["judge_fluency"] = [f for _, f in turned]
+    per_method = (both.groupby(["judge", "method"])
+                  .agg(n=("output_id", "size"), human_trait=("human_trait", "mean"), judge_trait=("judge_trait", "mean"),
+                       human_fluency=("human_fluency", "mean"), judge_fluency=("judge_fluency", "mean"))
+                  .reset_index())[per_method_cols]
+    rows = []
+    for judge, g in both.groupby("judge"):
+        rt, nt = spearman(g["human_trait"], g["judge_trait"])
+        rf, nf = spearman(g["human_fluency"], g["judge_fluency"])
+        rows.append({"judge": judge, "trait_spearman": rt, "trait_n": nt, "fluency_spearman": rf, "fluency_n": nf})
+    return per_method, pd.DataFrame(rows, columns=overall_cols)
 
 
 def plot_scores(table: pd.DataFrame, path: str | os.PathLike[str] | None = None) -> Figure:

@@ -158,6 +158,47 @@ class Studio:
         StoreBusy otherwise, and nothing is written)."""
         return self.store.record_rating(round_id, rater, scores, best)
 
+    # -- automatic judges beside the human ratings --------------------------------------------------------------
+    def judges(self) -> list[str]:
+        """The judges this studio can run: the offline proxy always, the LLM judge where an endpoint is set
+        (PERSONA_STUDIO_JUDGE_BASE_URL or OPENAI_BASE_URL, or an OPENAI_API_KEY)."""
+        import os
+
+        names = ["offline-proxy"]
+        if any(os.environ.get(v) for v in ("PERSONA_STUDIO_JUDGE_BASE_URL", "OPENAI_BASE_URL",
+                                           "PERSONA_STUDIO_JUDGE_API_KEY", "OPENAI_API_KEY")):
+            names.append("llm")
+        return names
+
+    def _judge(self, kind: str):
+        if kind == "offline-proxy":
+            from steering.evaluate import OfflineJudge
+
+            return OfflineJudge(self.lm)
+        if kind == "llm":
+            from steering.judge import JudgeSettings, OpenAIJudge
+
+            return OpenAIJudge(JudgeSettings.from_env())
+        raise ValueError(f"unknown judge {kind!r}: choose one of {', '.join(self.judges())}")
+
+    def judge_rated(self, kind: str = "offline-proxy") -> int:
+        """Judge every human-rated output this judge has not scored yet and store the scores; return how many."""
+        from steering.judge import JudgeItem
+
+        judge = self._judge(kind)
+        ratings = self.store.ratings_frame().drop_duplicates("output_id")
+        done = self.store.judgments_frame()
+        done = set(done.loc[done["judge"] == judge.name, "output_id"])
+        todo = ratings[~ratings["output_id"].isin(done)]
+        if todo.empty:
+            return 0
+        items = [JudgeItem(q, t, tr, p) for q, t, tr, p in
+                 zip(todo["question"], todo["text"], todo["trait"], todo["pole"])]
+        with self._lock:  # the offline judge runs the model (perplexity)
+            found = judge.judge(items)
+        return self.store.record_judgments(judge.name, {int(o): (j.trait_score, j.fluency_score)
+                                                        for o, j in zip(todo["output_id"], found)})
+
     # -- results --------------------------------------------------------------------------------------------
     def ratings_csv(self, folder: Path | None = None) -> Path:
         """All ratings as a CSV file (a fresh temporary file unless `folder` is given)."""

@@ -203,6 +203,17 @@ def results_tab(studio: Studio) -> None:
     table = gr.Dataframe(label="Mean ratings per method, trait and pole", interactive=False)
     plot = gr.Plot(label="Trait scores")
     download = gr.DownloadButton("Download all ratings (CSV)")
+    gr.Markdown("#### Automatic judges beside the human ratings\nScore the human-rated answers with a judge and "
+                "compare. The offline judge is a **proxy** (an embedding score against the persona bank, and "
+                "perplexity x repetition); the LLM judge needs an OpenAI-compatible endpoint in the environment. "
+                "Judge scores are turned toward the target pole before comparing; agreement is Spearman's rank "
+                "correlation over answers.")
+    with gr.Row():
+        which = gr.Dropdown(studio.judges(), value="offline-proxy", label="Judge")
+        run_judge = gr.Button("Judge the rated answers")
+    agreement = gr.Markdown()
+    by_method = gr.Dataframe(label="Human and judge means per method (judge scores toward the target)",
+                             interactive=False)
 
     def load(mv, custom):
         ratings = studio.store.ratings_frame()
@@ -218,6 +229,23 @@ def results_tab(studio: Studio) -> None:
         return text, bt, scores, figure, str(studio.ratings_csv())
 
     refresh.click(load, [min_votes, include_custom], [counts, board, table, plot, download], api_name="results")
+
+    def judge_and_compare(kind, progress=gr.Progress()):
+        from steering.ratings import judge_agreement
+
+        progress(0, desc="judging")
+        try:
+            n = studio.judge_rated(kind)
+        except (ValueError, StoreBusy) as exc:
+            _fail(exc)
+        per_method, overall = judge_agreement(studio.store.ratings_frame(), studio.store.judgments_frame())
+        lines = [f"{n} answers newly judged."]
+        for _, r in overall.iterrows():
+            lines.append(f"- **{r['judge']}**: trait Spearman {r['trait_spearman']:.2f} (n={r['trait_n']}), "
+                         f"fluency Spearman {r['fluency_spearman']:.2f} (n={r['fluency_n']})")
+        return "\n".join(lines), per_method.round(3)
+
+    run_judge.click(judge_and_compare, which, [agreement, by_method], api_visibility="private")
 
 
 def main_page(studio: Studio, blind_path: str = "blind/") -> gr.Blocks:

@@ -136,6 +136,12 @@ def test_model_output_is_shown_as_text_never_run(browser, tmp_path):
         assert page.locator(".blind-answer textarea").first.input_value() == HOSTILE
         assert page.evaluate("window.__pwned") is None
         assert page.locator("#bold").count() == 0
+        # the results tab reads the rating back: counts, leaderboard rows, a plot
+        page.goto(base + "/")
+        page.get_by_role("tab", name="Results").click()
+        page.get_by_role("button", name="Refresh").click()
+        expect(page.get_by_text("5 ratings of 1 blind rounds")).to_be_visible(timeout=30_000)
+        expect(page.locator("table").first).to_contain_text("false")  # methods listed, none ranked after one round
 
 
 def _tiny_studio(tmp_path):

@@ -30,8 +30,6 @@ QUESTIONS = [
     "What is your idea of a perfect birthday?",
 ]
 
-# The trait whose shipped defaults moved the proxy apart most clearly in the strength sweep (see the manifest).
-PROXY_TRAIT = "Openness"
 
 
 @pytest.fixture(scope="module")
@@ -70,38 +68,47 @@ def test_every_shipped_profile_fits_the_real_default_model(default_lm):
             assert target.pole == pole and other.pole != pole
 
 
+# The traits whose shipped artefacts move the offline proxy apart most clearly: NPTI's defaults on Openness (see the
+# strength sweep in the manifest), and the LoRA adapters on Extraversion, the one trait whose persona-prompted
+# training answers themselves score above (high) and below (low) the base model's answers on the proxy.
+NPTI_PROXY_TRAIT = "Openness"
+SFT_PROXY_TRAIT = "Extraversion"
+
+
 @pytest.fixture(scope="module")
-def proxy_means(default_lm):
-    """Mean proxy score of the base model's answers to every development question of PROXY_TRAIT, with the
-    strength sweep's protocol (96 new tokens, greedy), and a function scoring any method the same way."""
+def proxy_score(default_lm):
+    """Mean proxy score of a method's answers to every development question of a trait, with the strength sweep's
+    protocol (96 new tokens, greedy); memoised, so the base model is scored once per trait."""
+    from functools import cache
+
     from steering import bank
     from steering.methods import Request, answer
     from steering.proxy import TraitProxy
 
-    questions = bank.questions(PROXY_TRAIT, "dev")
-    decoding = Decoding(max_new_tokens=96)
     proxy = TraitProxy()
 
-    def mean(method: str, pole: str) -> float:
-        answers, _ = answer(default_lm, Request(method, PROXY_TRAIT, pole), questions, decoding)
-        return float(proxy.score(PROXY_TRAIT, [a.text for a in answers]).mean())
+    @cache
+    def score(trait: str, method: str, pole: str = "high") -> float:
+        questions = bank.questions(trait, "dev")
+        answers, _ = answer(default_lm, Request(method, trait, pole), questions, Decoding(max_new_tokens=96))
+        return float(proxy.score(trait, [a.text for a in answers]).mean())
 
-    return {"base": mean("base", "high")}, mean
+    return score
 
 
-def test_shipped_high_and_low_profiles_move_the_proxy_in_opposite_directions(proxy_means):
+def test_shipped_high_and_low_profiles_move_the_proxy_in_opposite_directions(proxy_score):
     """At the shipped default strengths, on development questions the search never saw. The effect is small on this
     135M model and the proxy is weak (see the README): this checks direction, not size."""
-    means, score = proxy_means
-    high, low = score("npti", "high"), score("npti", "low")
-    assert high > means["base"] > low, (high, means["base"], low)
+    t = NPTI_PROXY_TRAIT
+    high, base, low = proxy_score(t, "npti", "high"), proxy_score(t, "base"), proxy_score(t, "npti", "low")
+    assert high > base > low, (high, base, low)
 
 
-def test_shipped_adapters_move_the_proxy_in_opposite_directions(proxy_means):
+def test_shipped_adapters_move_the_proxy_in_opposite_directions(proxy_score):
     """The fine-tuned baseline, same protocol: the high adapter up, the low adapter down."""
-    means, score = proxy_means
-    high, low = score("sft", "high"), score("sft", "low")
-    assert high > means["base"] > low, (high, means["base"], low)
+    t = SFT_PROXY_TRAIT
+    high, base, low = proxy_score(t, "sft", "high"), proxy_score(t, "base"), proxy_score(t, "sft", "low")
+    assert high > base > low, (high, base, low)
 
 
 def test_a_round_of_all_five_methods_is_one_batch_on_the_real_model(default_lm):

@@ -207,3 +207,26 @@ def test_the_module_imports_no_ui_database_or_torch():
     roots = {name.split(".")[0] for name in imported}
     assert not roots & {"gradio", "sqlalchemy", "torch", "transformers"}
     assert "matplotlib.pyplot" not in imported  # no global figure state in a server
+
+
+def test_judge_agreement_turns_judges_toward_the_target_and_correlates_by_rank():
+    from steering.ratings import judge_agreement
+
+    # four outputs, two humans each; the LLM judge rates trait LEVEL (a good low-pole answer scores 1)
+    ratings = pd.DataFrame({
+        "output_id": [1, 1, 2, 2, 3, 3, 4, 4], "method": ["npti"] * 4 + ["base"] * 4,
+        "pole": ["low"] * 8, "trait_score": [5, 5, 4, 4, 2, 2, 1, 1], "fluency_score": [1, 1, 2, 2, 4, 4, 5, 5]})
+    judgments = pd.DataFrame({
+        "output_id": [1, 2, 3, 4, 1, 2, 3, 4], "judge": ["openai:m"] * 4 + ["offline-proxy"] * 4,
+        "trait_score": [1.0, 2.0, 4.0, 5.0, -0.05, -0.01, 0.02, 0.04],
+        "fluency_score": [1.0, 2.0, 4.0, 5.0, 9.0, 7.0, 4.0, 3.0]})
+    per_method, overall = judge_agreement(ratings, judgments)
+    llm = overall[overall["judge"] == "openai:m"].iloc[0]
+    proxy = overall[overall["judge"] == "offline-proxy"].iloc[0]
+    assert llm["trait_spearman"] == pytest.approx(1.0) and llm["trait_n"] == 4
+    assert llm["fluency_spearman"] == pytest.approx(1.0)
+    assert proxy["trait_spearman"] == pytest.approx(1.0) and proxy["fluency_spearman"] == pytest.approx(1.0)
+    row = per_method[(per_method["judge"] == "openai:m") & (per_method["method"] == "npti")].iloc[0]
+    assert row["n"] == 2 and row["human_trait"] == 4.5 and row["judge_trait"] == pytest.approx(6 - 1.5)
+    empty_method, empty_overall = judge_agreement(ratings.iloc[:0], judgments)
+    assert empty_method.empty and list(empty_overall.columns)[0] == "judge"

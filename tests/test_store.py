@@ -62,6 +62,7 @@ def test_tables_and_columns(store):
         "outputs": {"id", "round_id", "slot", "method", "params", "seed", "text", "n_tokens", "latency"},
         "ratings": {"id", "round_id", "output_id", "rater_id", "trait_score", "fluency_score", "created_at"},
         "picks": {"id", "round_id", "rater_id", "output_id", "created_at"},
+        "judgments": {"id", "output_id", "judge", "trait_score", "fluency_score", "created_at"},
     }
     uniques = {t: {tuple(u["column_names"]) for u in insp.get_unique_constraints(t)} for t in columns}
     assert ("round_id", "slot") in uniques["outputs"]
@@ -132,7 +133,7 @@ def test_full_blind_cycle(store):
     assert len(ratings) == 5
     assert list(ratings.columns) == ["rating_id", "round_id", "rater_id", "created_at", "custom", "question",
                                      "trait", "pole", "model", "slot", "method", "params", "seed", "text",
-                                     "trait_score", "fluency_score", "best"]
+                                     "trait_score", "fluency_score", "best", "output_id"]
     by_slot = ratings.set_index("slot")
     for slot, (trait, fluency) in scores.items():
         assert by_slot.loc[slot, "trait_score"] == trait and by_slot.loc[slot, "fluency_score"] == fluency
@@ -154,10 +155,24 @@ def test_full_blind_cycle(store):
 
 
 def test_empty_frames_keep_their_columns(store):
-    assert list(store.ratings_frame().columns)[-1] == "best" and store.ratings_frame().empty
+    assert list(store.ratings_frame().columns)[-2:] == ["best", "output_id"] and store.ratings_frame().empty
     assert list(store.picks_frame().columns) == ["round_id", "rater_id", "trait", "pole", "custom", "method",
                                                  "best"]
     assert "method" in store.outputs_frame().columns and store.outputs_frame().empty
+
+
+def test_judgments_are_kept_once_per_output_and_judge(store):
+    rater = store.new_rater()
+    store.record_round(blind_round(rater))
+    ids = store.outputs_frame()["output_id"].tolist()
+    assert store.record_judgments("offline-proxy", {ids[0]: (0.02, 4.1), ids[1]: (None, 3.0)}) == 2
+    assert store.record_judgments("offline-proxy", {ids[0]: (9.0, 9.0), ids[2]: (0.01, None)}) == 1
+    assert store.record_judgments("openai:m", {ids[0]: (4.0, 5.0)}) == 1
+    frame = store.judgments_frame()
+    assert len(frame) == 4 and list(frame.columns) == ["output_id", "judge", "trait_score", "fluency_score"]
+    first = frame[(frame["output_id"] == ids[0]) & (frame["judge"] == "offline-proxy")].iloc[0]
+    assert first["trait_score"] == 0.02  # never overwritten
+    assert frame["trait_score"].isna().sum() == 1 and frame["fluency_score"].isna().sum() == 1
 
 
 def test_compare_round_without_rater(store):

@@ -111,6 +111,16 @@ def test_blind_round_mapping_stays_on_the_server_until_the_vote(studio):
     assert sorted(x.method for x in revealed) == sorted(METHODS)
     typed = studio.blind_round(rater, "Extraversion", "low", question="what is your favourite song?")
     assert typed.custom and typed.question == "what is your favourite song?"
+    # the offline judge scores the rated answers once, and its agreement with the rater can be read
+    from steering.ratings import judge_agreement
+
+    assert studio.judge_rated("offline-proxy") == len(METHODS)
+    assert studio.judge_rated("offline-proxy") == 0
+    per_method, overall = judge_agreement(studio.store.ratings_frame(), studio.store.judgments_frame())
+    assert sorted(per_method["method"]) == sorted(METHODS) and overall["judge"].tolist() == ["offline-proxy"]
+    assert overall["trait_n"].item() == len(METHODS)
+    with pytest.raises(ValueError, match="unknown judge"):
+        studio.judge_rated("oracle")
 
 
 def test_blind_rating_over_http_refusals_and_eight_raters_at_once(studio, tmp_path):

@@ -1,0 +1,136 @@
+"""The evaluation pipeline: plan -> answers (mixed batches, resumable) -> judgments (resumable) -> the paper's table,
+recomputable from the files it wrote. Tiny model here; the default model end to end in a slow test."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from conftest import _tiny, tiny_tokenizer
+from helpers import pole_pair
+
+import steering.evaluate as evaluate
+from steering.evaluate import (OfflineJudge, Plan, generate_answers, joined, judge_answers, paper_table,
+                               table_from_files, write_outputs)
+from steering.judge import Judgment
+
+QUESTIONS = {"Extraversion": ["how was your weekend?", "what do you do at a party?"]}
+
+
+class LengthJudge:
+    """A deterministic judge for exact checks: trait = answer length mod 5 + 1, fluency = 3; every third answer's
+    trait score is missing (as an unparsable LLM reply would be)."""
+
+    name = "length"
+
+    def __init__(self):
+        self.calls = 0
+
+    def judge(self, items, progress=None):
+        self.calls += len(items)
+        return [Judgment(None if len(i.answer) % 3 == 0 else float(len(i.answer) % 5 + 1), 3.0, self.name, {})
+                for i in items]
+
+
+@pytest.fixture
+def setup(tmp_path):
+    lm = _tiny("llama", positions=2048)
+    lm.tokenizer = tiny_tokenizer()
+    folder = tmp_path / "profiles" / lm.name
+    high, low = pole_pair(lm, n=12)
+    high.save(folder / "Extraversion_high.json")
+    low.save(folder / "Extraversion_low.json")
+    plan = Plan(("base", "simple", "npti"), ("Extraversion",), (0.5, 1.0), seed=1, max_new_tokens=5)
+    return lm, folder, plan, tmp_path / "eval"
+
+
+def test_answers_resume_and_the_table_is_recomputable_from_the_files(setup, monkeypatch):
+    lm, folder, plan, out = setup
+    answers = generate_answers(lm, plan, QUESTIONS, out, batch_size=5, profiles=folder)
+    # 2 poles x (base + simple + npti at 2 strengths) x 2 questions
+    assert len(answers) == 16 and len({a["key"] for a in answers}) == 16
+    assert {a["strength"] for a in answers if a["method"] == "npti"} == {"0.5", "1"}
+    assert {a["params"]["strength"] for a in answers if a["method"] == "npti"} == {0.5, 1.0}
+    # a rerun generates nothing; a run killed mid-write resumes only what is missing
+    calls = []
+    real = evaluate.answer_rows
+    monkeypatch.setattr(evaluate, "answer_rows", lambda lm, rows, *a, **k: calls.append(len(rows)) or real(lm, rows, *a, **k))
+    assert generate_answers(lm, plan, QUESTIONS, out, batch_size=5, profiles=folder) == answers
+    assert calls == []
+    lines = (out / "answers.jsonl").read_text().splitlines()
+    (out / "answers.jsonl").write_text("\n".join(lines[:13]) + "\n" + lines[13][:20])
+    again = generate_answers(lm, plan, QUESTIONS, out, batch_size=5, profiles=folder)
+    assert calls == [3] and [a["key"] for a in again] == [a["key"] for a in answers]
+
+    judge = LengthJudge()
+    judgments = judge_answers(judge, again, out)
+    assert judge.calls == 16 and len(judge_answers(judge, again, out)) == 16 and judge.calls == 16
+    table = write_outputs(joined(again, judgments), out, judge.name, evaluate.judge_scales(judge))
+    assert list(table["method"]) == ["base", "simple", "npti", "npti"]
+    assert list(table.columns) == ["method", "strength", "Extraversion high", "Extraversion low",
+                                   "Extraversion fluency", "n", "missing"]
+    # every number by hand from the files
+    rows = evaluate._read_jsonl(out / "answers.jsonl")
+    assert len(rows) == 16  # the torn line is skipped, the rest intact
+    scores = {j["key"]: j["trait_score"] for j in map(json.loads, (out / "judgments-length.jsonl").read_text().splitlines())}
+    want = [s for r in rows if r["method"] == "simple" and r["pole"] == "low" and (s := scores[r["key"]]) is not None]
+    got = table.loc[table["method"] == "simple", "Extraversion low"].item()
+    assert (pd.isna(got) and not want) or got == pytest.approx(sum(want) / len(want))
+    assert table["missing"].sum() == sum(s is None for s in scores.values())
+    pd.testing.assert_frame_equal(table_from_files(out, "length"), table)
+    assert pd.read_csv(out / "table.csv")["n"].tolist() == table["n"].tolist()
+    assert (out / "strength.png").stat().st_size > 1000 and "Judge: length" in (out / "table.md").read_text()
+
+
+def test_offline_judge_is_labelled_a_proxy_and_scores_every_answer(setup):
+    lm, folder, plan, out = setup
+    answers = generate_answers(lm, Plan(("base",), ("Extraversion",), max_new_tokens=5), QUESTIONS, out)
+    judge = OfflineJudge(lm)
+    judgments = judge_answers(judge, answers, out)
+    assert all(isinstance(j["trait_score"], float) for j in judgments)
+    assert all(j["fluency_score"] is None or j["fluency_score"] >= 1.0 for j in judgments)
+    assert all("perplexity" in j["detail"] for j in judgments)
+    assert "PROXY" in evaluate.judge_scales(judge)["trait"] and "PROXY" in evaluate.judge_scales(judge)["fluency"]
+
+
+def test_plan_refuses_bad_input():
+    with pytest.raises(ValueError, match="unknown method"):
+        Plan(("magic",), ("Openness",))
+    with pytest.raises(ValueError, match="unknown trait"):
+        Plan(("base",), ("Charm",))
+    with pytest.raises(ValueError, match="strength must be between 0 and 4"):
+        Plan(("npti",), ("Openness",), (9.0,))
+
+
+def test_paper_table_means_per_pole_on_hand_made_judgments():
+    frame = pd.DataFrame([
+        {"key": "a", "method": "base", "strength": "-", "trait": "Openness", "pole": "high", "trait_score": 3.0, "fluency_score": 5.0},
+        {"key": "b", "method": "base", "strength": "-", "trait": "Openness", "pole": "high", "trait_score": 4.0, "fluency_score": 4.0},
+        {"key": "c", "method": "base", "strength": "-", "trait": "Openness", "pole": "low", "trait_score": 2.0, "fluency_score": None},
+        {"key": "d", "method": "npti", "strength": "1", "trait": "Openness", "pole": "low", "trait_score": 1.0, "fluency_score": 2.0},
+    ])
+    table = paper_table(frame)
+    base = table[table["method"] == "base"].iloc[0]
+    assert base["Openness high"] == 3.5 and base["Openness low"] == 2.0 and base["Openness fluency"] == 4.5
+    assert base["missing"] == 1 and base["n"] == 3
+    assert table["method"].tolist() == ["base", "npti"]
+
+
+@pytest.mark.slow
+def test_evaluate_runs_end_to_end_on_the_default_model(default_home, tmp_path, monkeypatch):
+    """Two development questions per trait, every method, the offline judge: the table and the plot are written."""
+    from steering.cli import main
+    from steering.traits import TRAITS
+
+    monkeypatch.setenv("PERSONA_STUDIO_HOME", str(default_home))
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--model", "default", "--questions-per-trait", "2", "--judge", "offline",
+                 "--max-new-tokens", "32", "--out", str(out)]) == 0
+    table = pd.read_csv(out / "table.csv")
+    assert table["method"].tolist() == ["base", "simple", "p2", "sft", "npti"]
+    for trait in TRAITS:
+        assert table[f"{trait} high"].notna().all() and table[f"{trait} low"].notna().all()
+    assert (out / "strength.png").is_file() and "PROXY" in (out / "table.md").read_text()
+    pd.testing.assert_frame_equal(table_from_files(out, "offline-proxy"), table, check_dtype=False)
+    assert len((out / "answers.jsonl").read_text().splitlines()) == 5 * 2 * 5 * 2
