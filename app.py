@@ -19,9 +19,14 @@ import sys
 from dataclasses import dataclass
 
 
+def _zero_gpu() -> bool:
+    return os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true")
+
+
 def _on_zero_gpu():
-    """spaces.GPU on a ZeroGPU Space, where it asks for a GPU per call; the identity everywhere else."""
-    if os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true"):
+    """spaces.GPU on a ZeroGPU Space, where it asks for a GPU per call; the identity everywhere else. Called
+    before anything imports torch: the spaces package must come first."""
+    if _zero_gpu():
         import spaces
 
         return spaces.GPU
@@ -52,7 +57,7 @@ class Settings:
                    sampling=env.get("PERSONA_STUDIO_SAMPLING", "1").lower() not in ("0", "false", "no"))
 
 
-def build(settings: Settings):
+def build(settings: Settings, gpu=None):
     """The FastAPI app with the pages and the API, on a loaded model and an open store."""
     from db import Store
     from steering import load_model
@@ -63,8 +68,9 @@ def build(settings: Settings):
     lm = load_model(settings.model, quantization=settings.quantization, device=settings.device)
     store = Store(settings.database)
     print(f"model {lm.identity.describe()} ({lm.quantization}); ratings go to {store.url}", flush=True)
+    gpu = gpu or (lambda fn: fn)
     studio = Studio(lm, store, Decoding(max_new_tokens=settings.max_new_tokens, do_sample=settings.sampling),
-                    gpu=_on_zero_gpu())
+                    gpu=gpu, step_progress=not _zero_gpu())
     return create_app(studio)
 
 
@@ -73,9 +79,10 @@ def main() -> int:
 
     from steering.models import ModelLoadError
 
+    gpu = _on_zero_gpu()  # before torch is imported
     try:
         settings = Settings.from_env()
-        app = build(settings)
+        app = build(settings, gpu)
     except (ModelLoadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -126,7 +126,7 @@ def cmd_finetune(args) -> int:
 
     training = Training(rank=args.rank, alpha=args.alpha, learning_rate=args.learning_rate, epochs=args.epochs,
                         batch_size=args.batch_size, max_answer_tokens=args.max_answer_tokens, seed=args.seed, top_layers=args.top_layers or None,
-                        targets=tuple(args.targets) if args.targets else None)
+                        targets=None if not args.targets or args.targets == ["none"] else tuple(args.targets))
     traits = args.trait or list(TRAITS)
     poles = [args.pole] if args.pole else list(POLES)
     lm = _load(args)

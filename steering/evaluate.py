@@ -20,7 +20,7 @@ import pandas as pd
 from .fluency import perplexity, repeated_ngram_share
 from .generation import Decoding
 from .judge import Judge, JudgeItem, Judgment
-from .methods import METHODS, Request, answer_rows
+from .methods import METHODS, Request, answer_rows, unavailable
 from .models import LoadedModel
 from .traits import POLES, check_trait
 
@@ -56,18 +56,20 @@ def strength_label(strength: float | None) -> str:
     return "default" if strength is None else f"{strength:g}"
 
 
-def plan_rows(plan: Plan, questions: dict[str, list[str]]) -> list[dict]:
-    """One row per answer to produce, with a stable key (the resume and join key)."""
-    rows = []
+def plan_rows(plan: Plan, questions: dict[str, list[str]], model: str = "") -> list[dict]:
+    """One row per answer to produce, with a stable key (the resume and join key) that also names the model and
+    the token limit, so a rerun with other settings into the same folder never reuses old answers."""
+    rows: dict[str, dict] = {}
     for trait in plan.traits:
         for pole in POLES:
             for method in plan.methods:
                 for strength in (plan.strengths if method == "npti" else (None,)):
                     label = strength_label(strength) if method == "npti" else "-"
                     for question in questions[trait]:
-                        rows.append({"key": _key(method, label, trait, pole, plan.seed, question), "method": method,
-                                     "strength": label, "trait": trait, "pole": pole, "question": question})
-    return rows
+                        key = _key(model, plan.max_new_tokens, method, label, trait, pole, plan.seed, question)
+                        rows.setdefault(key, {"key": key, "method": method, "strength": label, "trait": trait,
+                                              "pole": pole, "question": question})
+    return list(rows.values())
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -98,9 +100,13 @@ def generate_answers(lm: LoadedModel, plan: Plan, questions: dict[str, list[str]
     """Answer every planned row that answers.jsonl does not hold yet, in mixed batches (rows of different methods
     and strengths share a generate call); return all the plan's answers."""
     out.mkdir(parents=True, exist_ok=True)
+    missing = sorted({why for r in plan_rows(plan, questions, lm.name)
+                      if (why := unavailable(lm, r["method"], r["trait"], r["pole"], profiles))})
+    if missing:  # fail before generating anything, with every missing artefact at once
+        raise ValueError("cannot evaluate as planned:\n- " + "\n- ".join(missing))
     path = out / ANSWERS
     done = {r["key"]: r for r in _read_jsonl(path)}
-    todo = [r for r in plan_rows(plan, questions) if r["key"] not in done]
+    todo = [r for r in plan_rows(plan, questions, lm.name) if r["key"] not in done]
     decoding = Decoding(max_new_tokens=plan.max_new_tokens)
     bar = progress(total=len(todo), desc="answers") if progress and todo else None
     for i in range(0, len(todo), batch_size):
@@ -118,7 +124,7 @@ def generate_answers(lm: LoadedModel, plan: Plan, questions: dict[str, list[str]
             bar.update(len(chunk))
     if bar:
         bar.close()
-    return [done[r["key"]] for r in plan_rows(plan, questions)]
+    return [done[r["key"]] for r in plan_rows(plan, questions, lm.name)]
 
 
 def judgments_path(out: Path, judge: Judge) -> Path:
@@ -126,11 +132,17 @@ def judgments_path(out: Path, judge: Judge) -> Path:
     return out / f"judgments-{safe}.jsonl"
 
 
+def _failed(row: dict) -> bool:
+    detail = row.get("detail") or {}
+    return any(isinstance(v, dict) and v.get("error") for v in detail.values())
+
+
 def judge_answers(judge: Judge, answers: list[dict], out: Path, batch_size: int = 32,
                   progress: Callable | None = None) -> list[dict]:
     """Judge every answer not judged yet by this judge; return the judgments of `answers`, in order."""
     path = judgments_path(out, judge)
-    done = {r["key"]: r for r in _read_jsonl(path)}
+    # a judgment that failed (endpoint down, retries spent) is not done: a rerun asks again
+    done = {r["key"]: r for r in _read_jsonl(path) if not _failed(r)}
     todo = [a for a in answers if a["key"] not in done]
     bar = progress(total=len(todo), desc=f"judging ({judge.name})") if progress and todo else None
     for i in range(0, len(todo), batch_size):
@@ -230,9 +242,13 @@ def write_outputs(frame: pd.DataFrame, out: Path, judge: str, scales: dict) -> p
 
 
 def table_from_files(out: Path, judge_name: str) -> pd.DataFrame:
-    """Recompute the table from the answers and judgments written in `out` (nothing else)."""
+    """Recompute the table from what the run wrote in `out`: the answers and judgments files, restricted to the
+    answer keys of the run's plan (run.json), the last row per key winning as when they were read."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in judge_name)
-    return paper_table(joined(_read_jsonl(out / ANSWERS), _read_jsonl(out / f"judgments-{safe}.jsonl")))
+    keys = json.loads((out / "run.json").read_text())["keys"]
+    answers = {r["key"]: r for r in _read_jsonl(out / ANSWERS)}
+    judgments = {r["key"]: r for r in _read_jsonl(out / f"judgments-{safe}.jsonl") if not _failed(r)}
+    return paper_table(joined([answers[k] for k in keys if k in answers], list(judgments.values())))
 
 
 # -- the offline judge ------------------------------------------------------------------------------------------
@@ -279,5 +295,7 @@ def judge_scales(judge: Judge) -> dict:
 
 
 def run_settings(plan: Plan, model: str, judge: Judge, questions: dict[str, list[str]]) -> dict:
+    """run.json: the plan, the judge and its scales, and the answer keys the table is made of."""
     return {"plan": asdict(plan), "model": model, "judge": judge.name, "scales": judge_scales(judge),
-            "questions": {t: len(q) for t, q in questions.items()}}
+            "questions": {t: len(q) for t, q in questions.items()},
+            "keys": [r["key"] for r in plan_rows(plan, questions, model)]}

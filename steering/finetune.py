@@ -151,6 +151,8 @@ def finetune(lm: LoadedModel, pairs: list[tuple[str, str]], training: Training, 
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     out = Path(out)
+    if not pairs:
+        raise ValueError("no training pairs: nothing to fine-tune on")
     random.seed(training.seed)
     torch.manual_seed(training.seed)
     examples = encode_pairs(lm, pairs, training.max_answer_tokens)

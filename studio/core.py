@@ -9,10 +9,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from db import OutputIn, Reveal, RoundIn, SlotView, Store
+from db import OutputIn, Reveal, RoundIn, SlotView, Store, StoreBusy
 from steering.bank import questions as bank_questions
 from steering.bank import TraitBank
 from steering.generation import Decoding, check_question
@@ -68,14 +68,16 @@ class Studio:
     decoding: Decoding = Decoding(max_new_tokens=96, do_sample=True)
     profiles: Path | None = None
     gpu: Callable[[Callable], Callable] = lambda fn: fn  # spaces.GPU on ZeroGPU, identity elsewhere
+    step_progress: bool = True  # per-token progress (off on ZeroGPU, where generation runs in another process)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         # decorated once, at start-up: ZeroGPU registers the functions that will ask for a GPU when the app starts
         self._run = self.gpu(self._answer_rows)
+        self._exports = Path(tempfile.mkdtemp(prefix="persona-studio-"))  # one folder, overwritten per download
 
-    def _answer_rows(self, rows: list, on_step: Callable[[int], None] | None) -> list:
-        return answer_rows(self.lm, rows, self.decoding, self.profiles, on_step=on_step)
+    def _answer_rows(self, rows: list, on_step: Callable[[int], None] | None, decoding: Decoding) -> list:
+        return answer_rows(self.lm, rows, decoding, self.profiles, on_step=on_step)
 
     # -- what the pages ask before generating ---------------------------------------------------------------
     def availability(self, trait: str, pole: str) -> dict[str, str | None]:
@@ -95,19 +97,24 @@ class Studio:
         return (rng or random.Random(secrets.randbits(32))).choice(bank_questions(check_trait(trait), "dev"))
 
     # -- generation -----------------------------------------------------------------------------------------
-    def _generate(self, requests: list[Request], question: str,
-                  on_step: Callable[[int], None] | None) -> tuple[list, float]:
+    def _generate(self, requests: list[Request], question: str, on_step: Callable[[int], None] | None,
+                  decoding: Decoding | None = None) -> tuple[list, float]:
         with self._lock:
             started = time.perf_counter()
-            out = self._run([(r, question) for r in requests], on_step)
+            out = self._run([(r, question) for r in requests], on_step if self.step_progress else None,
+                            decoding or self.decoding)
             return out, time.perf_counter() - started
 
     def compare(self, question: str, trait: str, pole: str, methods: list[str], strength: float | None = None,
-                seed: int = 0, custom: bool = True, on_step: Callable[[int], None] | None = None) -> CompareResult:
+                seed: int = 0, custom: bool | None = None,
+                on_step: Callable[[int], None] | None = None) -> CompareResult:
         """Every chosen method answers the question in one batch; unavailable ones come back with the reason.
-        The round is recorded (kind "compare")."""
+        The round is recorded (kind "compare"); `custom` (None: whether the question is not one of the bank's
+        development questions for the trait) marks typed questions."""
         question = check_question(question)
         trait, pole = check_trait(trait), check_pole(pole)
+        if custom is None:
+            custom = question not in bank_questions(trait, "dev")
         if strength is not None:
             check_strength(strength)
         unknown = [m for m in methods if m not in METHODS]
@@ -123,11 +130,14 @@ class Studio:
             out, seconds = self._generate(requests, question, on_step)
             for m, (ans, params) in zip(ready, out):
                 columns[m] = Column(m, LABELS[m], ans.text, {**params, "n_tokens": ans.n_tokens})
-            round_id = self.store.record_round(RoundIn(
-                kind="compare", question=question, custom=custom, trait=trait, pole=pole, model=self.lm.name,
-                seconds=seconds, outputs=[OutputIn(i, m, columns[m].params, seed, columns[m].text,
-                                                   columns[m].params["n_tokens"], seconds)
-                                          for i, m in enumerate(ready)]))
+            try:
+                round_id = self.store.record_round(RoundIn(
+                    kind="compare", question=question, custom=custom, trait=trait, pole=pole, model=self.lm.name,
+                    seconds=seconds, outputs=[OutputIn(i, m, columns[m].params, seed, columns[m].text,
+                                                       columns[m].params["n_tokens"], seconds)
+                                              for i, m in enumerate(ready)]))
+            except StoreBusy:  # the answers are still shown; only the history entry is lost
+                round_id = None
         return CompareResult(round_id, question, [columns[m] for m in methods], seconds)
 
     def blind_round(self, rater: str, trait: str, pole: str, question: str | None = None,
@@ -144,7 +154,11 @@ class Studio:
         rng = random.Random(secrets.randbits(64))
         rng.shuffle(ready)
         seed = rng.randrange(2**31)
-        out, seconds = self._generate([Request(m, trait, pole, None, seed) for m in ready], question, on_step)
+        # always sampled: with greedy decoding a rater could replay the question on the compare page and match the
+        # texts to methods
+        decoding = replace(self.decoding, do_sample=True)
+        out, seconds = self._generate([Request(m, trait, pole, None, seed) for m in ready], question, on_step,
+                                      decoding)
         round_id = self.store.record_round(RoundIn(
             kind="blind", question=question, custom=custom, trait=trait, pole=pole, model=self.lm.name,
             seconds=seconds, rater_id=rater,
@@ -194,15 +208,24 @@ class Studio:
             return 0
         items = [JudgeItem(q, t, tr, p) for q, t, tr, p in
                  zip(todo["question"], todo["text"], todo["trait"], todo["pole"])]
-        with self._lock:  # the offline judge runs the model (perplexity)
+        if kind == "offline-proxy":
+            with self._lock:  # the offline judge runs the model (perplexity)
+                found = judge.judge(items)
+        else:  # network calls: generation goes on meanwhile
             found = judge.judge(items)
         return self.store.record_judgments(judge.name, {int(o): (j.trait_score, j.fluency_score)
                                                         for o, j in zip(todo["output_id"], found)})
 
     # -- results --------------------------------------------------------------------------------------------
     def ratings_csv(self, folder: Path | None = None) -> Path:
-        """All ratings as a CSV file (a fresh temporary file unless `folder` is given)."""
-        folder = Path(folder or tempfile.mkdtemp(prefix="persona-studio-"))
-        path = folder / "persona-studio-ratings.csv"
-        self.store.ratings_frame().to_csv(path, index=False)
+        """All ratings as a CSV file, rater ids replaced by a hash (a rater id is what authorises rating, so it is
+        never published). Written to the studio's one export folder unless `folder` is given."""
+        import hashlib
+
+        frame = self.store.ratings_frame()
+        frame["rater_id"] = [hashlib.sha256(r.encode()).hexdigest()[:12] for r in frame["rater_id"]]
+        path = Path(folder or self._exports) / "persona-studio-ratings.csv"
+        tmp = path.with_suffix(".tmp")
+        frame.to_csv(tmp, index=False)
+        tmp.replace(path)
         return path

@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from db import RatingRefused, StoreBusy
+from steering.methods import MethodUnavailable
 
 from .core import LABELS, SLOT_NAMES, Studio
 from .ui import blind_page, main_page
@@ -41,11 +42,12 @@ class CompareAsk(BaseModel):
     pole: str
     methods: list[str] = Field(default_factory=lambda: list(LABELS))
     strength: float | None = None
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, lt=2**31)
 
 
 def _refused(exc: Exception) -> JSONResponse:
-    status = 503 if isinstance(exc, StoreBusy) else 409 if isinstance(exc, RatingRefused) else 422
+    status = 503 if isinstance(exc, (StoreBusy, MethodUnavailable)) else 409 if isinstance(exc, RatingRefused) \
+        else 422
     return JSONResponse({"error": str(exc)}, status_code=status)
 
 
@@ -60,7 +62,7 @@ def api(studio: Studio) -> FastAPI:
     def blind_round(ask: RoundAsk):
         try:
             r = studio.blind_round(ask.rater, ask.trait, ask.pole, ask.question)
-        except (ValueError, StoreBusy) as exc:
+        except (ValueError, StoreBusy, MethodUnavailable) as exc:
             return _refused(exc)
         return {"round": r.round_id, "question": r.question, "target": r.target, "custom": r.custom,
                 "answers": [{"slot": s.slot, "label": SLOT_NAMES[s.slot], "text": s.text} for s in r.slots]}
@@ -79,7 +81,7 @@ def api(studio: Studio) -> FastAPI:
     def compare(ask: CompareAsk):
         try:
             result = studio.compare(ask.question, ask.trait, ask.pole, ask.methods, ask.strength, ask.seed)
-        except (ValueError, StoreBusy) as exc:
+        except (ValueError, StoreBusy, MethodUnavailable) as exc:
             return _refused(exc)
         return {"round": result.round_id, "question": result.question, "seconds": result.seconds,
                 "columns": [{"method": c.method, "name": c.label, "text": c.text, "params": c.params,

@@ -10,6 +10,7 @@ import json
 import gradio as gr
 
 from db import RatingRefused, StoreBusy
+from steering.methods import MethodUnavailable
 from steering.methods import METHODS
 from steering.traits import POLES, TRAITS
 
@@ -47,7 +48,7 @@ def compare_tab(studio: Studio) -> None:
                                  label="NPTI strength", info="defaults to the profile's shipped strength")
     methods = gr.CheckboxGroup([(LABELS[m], m) for m in METHODS], value=list(METHODS), label="Methods")
     with gr.Row():
-        seed = gr.Number(value=0, precision=0, label="Seed", minimum=0)
+        seed = gr.Number(value=0, precision=0, label="Seed", minimum=0, maximum=2**31 - 1)
         go = gr.Button("Generate", variant="primary")
         reseed = gr.Button("New seed")
     status = gr.Markdown()
@@ -73,16 +74,17 @@ def compare_tab(studio: Studio) -> None:
         total = studio.decoding.max_new_tokens
         progress(0, desc="generating every method in one batch")
         try:
-            result = studio.compare(q or "", t, p, list(ms or []), float(s), int(sd or 0), custom=True,
+            result = studio.compare(q or "", t, p, list(ms or []), float(s), int(sd or 0),
                                     on_step=lambda n: progress((min(n, total), total), desc="tokens"))
-        except (ValueError, StoreBusy) as exc:
+        except (ValueError, StoreBusy, MethodUnavailable) as exc:
             _fail(exc)
         by = {c.method: c for c in result.columns}
         outs = [gr.update(visible=m in by) for m in METHODS]
         outs += [gr.update(value=by[m].text or "") if m in by else gr.update() for m in METHODS]
         outs += [gr.update(value=_params_md(by[m])) if m in by else gr.update() for m in METHODS]
+        saved = "" if result.round_id else " (not saved: the database was busy)"
         outs.append(f"{len([c for c in result.columns if c.text is not None])} answers in one batch, "
-                    f"{result.seconds:.1f} s")
+                    f"{result.seconds:.1f} s{saved}")
         return outs
 
     outputs = [*cols, *boxes, *notes, status]
@@ -127,8 +129,6 @@ def blind_page(studio: Studio) -> gr.Blocks:
         submit = gr.Button("Submit ratings", interactive=False, elem_id="blind-submit")
         reveal = gr.Markdown(elem_id="blind-reveal")
 
-        page.load(lambda: studio.store.new_rater(), None, rater, api_visibility="private")
-
         def new_round(who, t, p, q, progress=gr.Progress()):
             total = studio.decoding.max_new_tokens
             progress(0, desc="writing the answers")
@@ -136,7 +136,7 @@ def blind_page(studio: Studio) -> gr.Blocks:
                 who = who or studio.store.new_rater()
                 r = studio.blind_round(who, t, p, q, on_step=lambda n: progress((min(n, total), total),
                                                                                 desc="tokens"))
-            except (ValueError, StoreBusy) as exc:
+            except (ValueError, StoreBusy, MethodUnavailable) as exc:
                 _fail(exc)
             n = len(r.slots)
             custom = " *(your question)*" if r.custom else ""
@@ -156,7 +156,7 @@ def blind_page(studio: Studio) -> gr.Blocks:
                 _fail(ValueError("start a round first"))
             try:
                 n = len(studio.store.round_for_rater(rid, who))
-            except RatingRefused as exc:
+            except (RatingRefused, StoreBusy) as exc:
                 _fail(exc)
             ts, fs = values[:MAX_SLOTS], values[MAX_SLOTS:]
             if any(ts[i] is None or fs[i] is None for i in range(n)) or not best_slot:
@@ -224,7 +224,7 @@ def results_tab(studio: Studio) -> None:
         bt = bradley_terry(picks, min_votes=int(mv or 1)).round(1)
         c = studio.store.counts()
         text = (f"{c['ratings']} ratings of {c['picks']} blind rounds by {c['raters']} raters; "
-                f"{c['rounds']} rounds in all ({studio.store.url}).")
+                f"{c['rounds']} rounds in all.")
         figure = plot_scores(score_table(ratings), None) if len(ratings) else None
         return text, bt, scores, figure, str(studio.ratings_csv())
 
@@ -260,5 +260,6 @@ def main_page(studio: Studio, blind_path: str = "blind/") -> gr.Blocks:
                         'style="width:100%;height:1400px;border:0"></iframe>')
             with gr.Tab("Results", id="results"):
                 results_tab(studio)
-        gr.Markdown(f"Model: `{studio.lm.name}` ({studio.lm.quantization}); ratings go to `{studio.store.url}`.")
+        gr.Markdown(f"Model: `{studio.lm.name}` ({studio.lm.quantization}); ratings are stored in a "
+                    f"{studio.store.url.split(':')[0].split('+')[0]} database.")
     return page

@@ -67,6 +67,7 @@ def test_answers_resume_and_the_table_is_recomputable_from_the_files(setup, monk
     judgments = judge_answers(judge, again, out)
     assert judge.calls == 16 and len(judge_answers(judge, again, out)) == 16 and judge.calls == 16
     table = write_outputs(joined(again, judgments), out, judge.name, evaluate.judge_scales(judge))
+    (out / "run.json").write_text(json.dumps(evaluate.run_settings(plan, lm.name, judge, QUESTIONS)))
     assert list(table["method"]) == ["base", "simple", "npti", "npti"]
     assert list(table.columns) == ["method", "strength", "Extraversion high", "Extraversion low",
                                    "Extraversion fluency", "n", "missing"]
@@ -81,6 +82,33 @@ def test_answers_resume_and_the_table_is_recomputable_from_the_files(setup, monk
     pd.testing.assert_frame_equal(table_from_files(out, "length"), table)
     assert pd.read_csv(out / "table.csv")["n"].tolist() == table["n"].tolist()
     assert (out / "strength.png").stat().st_size > 1000 and "Judge: length" in (out / "table.md").read_text()
+
+
+class FlakyJudge:
+    """Fails every item the first time (as an LLM judge whose endpoint is down), succeeds afterwards."""
+
+    name = "flaky"
+
+    def __init__(self):
+        self.seen = 0
+
+    def judge(self, items, progress=None):
+        self.seen += 1
+        if self.seen == 1:
+            return [Judgment(None, None, self.name, {"trait": {"error": "HTTP 503"}}) for _ in items]
+        return [Judgment(3.0, 4.0, self.name, {"trait": {"reply": "Rating: [[3]]"}}) for _ in items]
+
+
+def test_failed_judgments_are_asked_again_and_missing_artefacts_stop_the_run_early(setup):
+    lm, folder, plan, out = setup
+    answers = generate_answers(lm, Plan(("base",), ("Extraversion",), max_new_tokens=4), QUESTIONS, out)
+    judge = FlakyJudge()
+    assert all(j["trait_score"] is None for j in judge_answers(judge, answers, out))
+    assert all(j["trait_score"] == 3.0 for j in judge_answers(judge, answers, out))
+    assert judge.seen == 2 and len(judge_answers(judge, answers, out)) == 4 and judge.seen == 2
+    with pytest.raises(ValueError, match="no LoRA adapter for Extraversion high"):
+        generate_answers(lm, Plan(("base", "sft"), ("Extraversion",)), QUESTIONS, tmp := out / "x", profiles=folder)
+    assert not (tmp / "answers.jsonl").exists()
 
 
 def test_offline_judge_is_labelled_a_proxy_and_scores_every_answer(setup):
