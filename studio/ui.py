@@ -51,7 +51,7 @@ def compare_tab(studio: Studio) -> None:
         seed = gr.Number(value=0, precision=0, label="Seed", minimum=0, maximum=2**31 - 1)
         go = gr.Button("Generate", variant="primary")
         reseed = gr.Button("New seed")
-    status = gr.Markdown()
+    status = gr.Markdown(elem_id="compare-status")
     boxes, notes, cols = [], [], []
     with gr.Row(equal_height=True):
         for m in METHODS:

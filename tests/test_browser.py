@@ -99,7 +99,7 @@ def test_the_app_compares_and_rates_blind_in_a_browser(browser, default_home, tm
         page.goto(base + "/")
         page.locator("textarea").first.fill("A friend invites you to a weekend festival. What do you do?")
         page.get_by_role("button", name="Generate").click()
-        expect(page.get_by_text("in one batch")).to_be_visible(timeout=300_000)
+        expect(page.locator("#compare-status")).to_contain_text("answers in one batch", timeout=300_000)
         for m in LABELS:  # every method's artefacts are shipped for the default model: every column answers
             expect(page.locator(f".answer-{m} textarea")).not_to_have_value("", timeout=5_000)
         for label in LABELS.values():
@@ -112,7 +112,11 @@ def test_the_app_compares_and_rates_blind_in_a_browser(browser, default_home, tm
             assert db.execute("select count(*) from rounds where kind = 'compare'").fetchone()[0] == 1
     finally:
         proc.terminate()
-        proc.wait(30)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:  # a generation still running: do not hide the test's own error
+            proc.kill()
+            proc.wait(15)
 
 
 def test_model_output_is_shown_as_text_never_run(browser, tmp_path):
