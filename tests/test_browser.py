@@ -127,7 +127,7 @@ def test_model_output_is_shown_as_text_never_run(browser, tmp_path):
     from studio.server import create_app
 
     lm_studio = _tiny_studio(tmp_path)
-    lm_studio._run = lambda rows, on_step: [(Answer(HOSTILE, 5, True), {"method": r.method, "seed": r.seed})
+    lm_studio._run = lambda rows, *_: [(Answer(HOSTILE, 5, True), {"method": r.method, "seed": r.seed})
                                             for r, _ in rows]
     with serve(create_app(lm_studio)) as base:
         page = browser.new_page()
