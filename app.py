@@ -2,7 +2,8 @@
 
 Settings are environment variables:
   PERSONA_STUDIO_MODEL          'default' (the embedded SmolLM2-135M-Instruct), a hub id, a folder or a .gguf file
-  PERSONA_STUDIO_QUANTIZATION   nf4 (default), int8, bf16 or none
+  PERSONA_STUDIO_QUANTIZATION   nf4, int8, bf16 or none (default: nf4 on a CUDA device, bf16 on a CPU, where
+                                bitsandbytes' 4-bit kernels are slower unless the CPU has AVX512-BF16)
   PERSONA_STUDIO_DEVICE         auto (default), cpu or cuda
   PERSONA_STUDIO_DB             any SQLAlchemy URL (default: SQLite at $PERSONA_STUDIO_HOME/studio.sqlite)
   PERSONA_STUDIO_HOME           the data folder (default ~/.cache/persona-studio)
@@ -36,7 +37,7 @@ def _on_zero_gpu():
 @dataclass(frozen=True)
 class Settings:
     model: str = "default"
-    quantization: str = "nf4"
+    quantization: str | None = None  # None: nf4 on CUDA, bf16 on CPU
     device: str = "auto"
     database: str | None = None
     host: str = "127.0.0.1"
@@ -48,7 +49,7 @@ class Settings:
     def from_env(cls, env=os.environ) -> "Settings":
         on_space = "SPACE_ID" in env
         return cls(model=env.get("PERSONA_STUDIO_MODEL", "default"),
-                   quantization=env.get("PERSONA_STUDIO_QUANTIZATION", "nf4"),
+                   quantization=env.get("PERSONA_STUDIO_QUANTIZATION") or None,
                    device=env.get("PERSONA_STUDIO_DEVICE", "auto"),
                    database=env.get("PERSONA_STUDIO_DB") or None,
                    host=env.get("PERSONA_STUDIO_HOST", "0.0.0.0" if on_space else "127.0.0.1"),
@@ -65,7 +66,13 @@ def build(settings: Settings, gpu=None):
     from studio.core import Studio
     from studio.server import create_app
 
-    lm = load_model(settings.model, quantization=settings.quantization, device=settings.device)
+    import torch
+
+    quantization = settings.quantization
+    if quantization is None:
+        on_cuda = settings.device == "cuda" or (settings.device == "auto" and torch.cuda.is_available())
+        quantization = "nf4" if on_cuda else "bf16"
+    lm = load_model(settings.model, quantization=quantization, device=settings.device)
     store = Store(settings.database)
     print(f"model {lm.identity.describe()} ({lm.quantization}); ratings go to {store.url}", flush=True)
     gpu = gpu or (lambda fn: fn)
