@@ -127,8 +127,9 @@ def generate_answers(lm: LoadedModel, plan: Plan, questions: dict[str, list[str]
     return [done[r["key"]] for r in plan_rows(plan, questions, lm.name)]
 
 
-def judgments_path(out: Path, judge: Judge) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in judge.name)
+def judgments_path(out: Path, judge_name: str) -> Path:
+    """judgments-<judge>.jsonl, the judge's name made safe for a file name."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in judge_name)
     return out / f"judgments-{safe}.jsonl"
 
 
@@ -140,7 +141,7 @@ def _failed(row: dict) -> bool:
 def judge_answers(judge: Judge, answers: list[dict], out: Path, batch_size: int = 32,
                   progress: Callable | None = None) -> list[dict]:
     """Judge every answer not judged yet by this judge; return the judgments of `answers`, in order."""
-    path = judgments_path(out, judge)
+    path = judgments_path(out, judge.name)
     # a judgment that failed (endpoint down, retries spent) is not done: a rerun asks again
     done = {r["key"]: r for r in _read_jsonl(path) if not _failed(r)}
     todo = [a for a in answers if a["key"] not in done]
@@ -244,10 +245,9 @@ def write_outputs(frame: pd.DataFrame, out: Path, judge: str, scales: dict) -> p
 def table_from_files(out: Path, judge_name: str) -> pd.DataFrame:
     """Recompute the table from what the run wrote in `out`: the answers and judgments files, restricted to the
     answer keys of the run's plan (run.json), the last row per key winning as when they were read."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in judge_name)
     keys = json.loads((out / "run.json").read_text())["keys"]
     answers = {r["key"]: r for r in _read_jsonl(out / ANSWERS)}
-    judgments = {r["key"]: r for r in _read_jsonl(out / f"judgments-{safe}.jsonl") if not _failed(r)}
+    judgments = {r["key"]: r for r in _read_jsonl(judgments_path(out, judge_name)) if not _failed(r)}
     return paper_table(joined([answers[k] for k in keys if k in answers], list(judgments.values())))
 
 
