@@ -48,3 +48,22 @@ def hook_count(lm) -> int:
 def tokens(batch: int = 2, length: int = 7, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(3, 40, (batch, length), generator=g)
+
+
+def tiny_shipped(root, adapter_pole: str | None = None):
+    """A tiny chat Llama (2,048-token context, for persona prompts) and a profiles folder under `root` holding
+    Extraversion NPTI profiles and, for `adapter_pole`, a random LoRA adapter: what the studio and evaluation tests
+    build on. Returns (model, folder)."""
+    from conftest import _tiny, tiny_tokenizer
+
+    lm = _tiny("llama", positions=2048)
+    lm.tokenizer = tiny_tokenizer()
+    folder = root / "profiles" / lm.name
+    high, low = pole_pair(lm, n=12)
+    high.save(folder / "Extraversion_high.json")
+    low.save(folder / "Extraversion_low.json")
+    if adapter_pole:
+        from test_finetune import _random_adapter
+
+        _random_adapter(lm, folder / "adapters" / f"Extraversion_{adapter_pole}", seed=4)
+    return lm, folder

@@ -149,19 +149,11 @@ def test_model_output_is_shown_as_text_never_run(browser, tmp_path):
 
 
 def _tiny_studio(tmp_path):
-    from conftest import _tiny, tiny_tokenizer
-    from helpers import pole_pair
-    from test_finetune import _random_adapter
+    from helpers import tiny_shipped
 
     from db import Store
     from steering.generation import Decoding
     from studio.core import Studio
 
-    lm = _tiny("llama", positions=2048)
-    lm.tokenizer = tiny_tokenizer()
-    shipped = tmp_path / "profiles" / lm.name
-    high, low = pole_pair(lm, n=12)
-    high.save(shipped / "Extraversion_high.json")
-    low.save(shipped / "Extraversion_low.json")
-    _random_adapter(lm, shipped / "adapters" / "Extraversion_low", seed=4)
+    lm, shipped = tiny_shipped(tmp_path, adapter_pole="low")
     return Studio(lm, Store(f"sqlite:///{tmp_path / 'studio.sqlite'}"), Decoding(max_new_tokens=6), profiles=shipped)

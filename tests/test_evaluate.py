@@ -7,8 +7,7 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import _tiny, tiny_tokenizer
-from helpers import pole_pair
+from helpers import tiny_shipped
 
 import steering.evaluate as evaluate
 from steering.evaluate import (OfflineJudge, Plan, generate_answers, joined, judge_answers, paper_table,
@@ -35,12 +34,7 @@ class LengthJudge:
 
 @pytest.fixture
 def setup(tmp_path):
-    lm = _tiny("llama", positions=2048)
-    lm.tokenizer = tiny_tokenizer()
-    folder = tmp_path / "profiles" / lm.name
-    high, low = pole_pair(lm, n=12)
-    high.save(folder / "Extraversion_high.json")
-    low.save(folder / "Extraversion_low.json")
+    lm, folder = tiny_shipped(tmp_path)
     plan = Plan(("base", "simple", "npti"), ("Extraversion",), (0.5, 1.0), seed=1, max_new_tokens=5)
     return lm, folder, plan, tmp_path / "eval"
 

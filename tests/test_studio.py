@@ -13,9 +13,7 @@ import urllib.request
 from contextlib import contextmanager
 
 import pytest
-from conftest import _tiny, tiny_tokenizer
-from helpers import pole_pair
-from test_finetune import _random_adapter
+from helpers import tiny_shipped
 
 from db import Store
 from steering.generation import Decoding
@@ -23,20 +21,9 @@ from steering.methods import METHODS
 from studio.core import LABELS, Studio
 
 
-def _studio_model():
-    lm = _tiny("llama", positions=2048)
-    lm.tokenizer = tiny_tokenizer()
-    return lm
-
-
 @pytest.fixture
 def studio(tmp_path):
-    lm = _studio_model()
-    shipped = tmp_path / "profiles" / lm.name
-    high, low = pole_pair(lm, n=12)
-    high.save(shipped / "Extraversion_high.json")
-    low.save(shipped / "Extraversion_low.json")
-    _random_adapter(lm, shipped / "adapters" / "Extraversion_low", seed=4)
+    lm, shipped = tiny_shipped(tmp_path, adapter_pole="low")
     store = Store(f"sqlite:///{tmp_path / 'studio.sqlite'}")
     yield Studio(lm, store, Decoding(max_new_tokens=6, do_sample=True), profiles=shipped)
     store.close()
