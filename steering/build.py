@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import torch
 
 from . import bank
+from .fileio import write_text_atomic
 from .generation import Decoding
 from .identify import Selection, identify
 from .models import LoadedModel
@@ -29,9 +30,80 @@ def read_manifest(folder: Path) -> dict:
 
 
 def write_manifest(folder: Path, manifest: dict) -> None:
-    tmp = folder / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    tmp.replace(folder / MANIFEST)
+    write_text_atomic(folder / MANIFEST, json.dumps(manifest, indent=1))
+
+
+def _environment() -> dict:
+    return {"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads()}
+
+
+def _corpus_triples(trait: str, limit: int | None) -> list[tuple[str, str, str]]:
+    from .corpus import load_corpus
+
+    return [(p.question, p.high, p.low) for p in load_corpus(trait, "train")][:limit]
+
+
+def build_corpus_profiles(lm: LoadedModel, folder: Path, traits: Sequence[str], *, batch_size: int,
+                          selection: Selection, limit: int | None = None, command: str | None = None,
+                          progress: Callable | None = None) -> dict:
+    """NPTI profiles from the corpus (the model reads each pole's train-split answers), for every trait in
+    `traits`: <Trait>_<pole>.corpus.json and a manifest entry traits/<Trait>/corpus. Defaults a sweep already chose
+    for a profile stay."""
+    from .identify import identify_corpus
+    from .methods import profile_path
+    from .profile import NeuronProfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = read_manifest(folder)
+    for trait in traits:
+        triples = _corpus_triples(trait, limit)
+        start = time.perf_counter()
+        result = identify_corpus(lm, trait, triples, batch_size=batch_size, selection=selection, progress=progress)
+        entry = {"command": command or " ".join(["python -m steering"] + sys.argv[1:]), "pairs": len(triples),
+                 "selection": asdict(selection), "seconds": round(time.perf_counter() - start, 1),
+                 "quantization": lm.quantization, "environment": _environment()}
+        for profile in (result.high, result.low):
+            path = profile_path(folder, trait, profile.pole, "corpus")
+            if path.is_file():
+                old = NeuronProfile.load(path).meta
+                profile.meta.update({k: old[k] for k in DEFAULT_KEYS if k in old})
+            profile.save(path)
+            entry[profile.pole] = {"file": path.name, "neurons": len(profile), "tokens": profile.meta["tokens"],
+                                   "max_diff": round(float(profile.diff.max()), 4),
+                                   "diff_at_top_k": round(float(profile.diff[min(len(profile), selection.top_k) - 1]), 4),
+                                   "per_layer": profile.per_layer()}
+        manifest["traits"].setdefault(trait, {})["corpus"] = entry
+        write_manifest(folder, manifest)
+    return manifest
+
+
+def build_vectors(lm: LoadedModel, folder: Path, traits: Sequence[str], *, batch_size: int,
+                  limit: int | None = None, command: str | None = None, progress: Callable | None = None) -> dict:
+    """Activation vectors from the corpus's train split for every trait in `traits`: <Trait>.vector.safetensors
+    and .json, and a manifest entry vectors/<Trait>. Defaults a sweep already chose for a vector stay."""
+    from .vector import TraitVector, build_vector, vector_paths
+
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = read_manifest(folder)
+    for trait in traits:
+        triples = _corpus_triples(trait, limit)
+        start = time.perf_counter()
+        vector = build_vector(lm, trait, triples, batch_size=batch_size, progress=progress,
+                              meta={"command": command or " ".join(["python -m steering"] + sys.argv[1:]),
+                                    "quantization": lm.quantization})
+        if vector_paths(folder, trait)[1].is_file():
+            old = TraitVector.load(folder, trait)
+            vector.layers = old.layers
+            if "defaults" in old.meta:
+                vector.meta["defaults"] = old.meta["defaults"]
+        vector.meta["seconds"] = round(time.perf_counter() - start, 1)
+        vector.save(folder)
+        manifest.setdefault("vectors", {})[trait] = {
+            "file": vector_paths(folder, trait)[0].name, "readout_layer": vector.readout_layer,
+            "layers": list(vector.layers), "pairs": len(triples), "seconds": vector.meta["seconds"],
+            "separation_d": vector.meta["separation_d"]}
+        write_manifest(folder, manifest)
+    return manifest
 
 
 def build_profiles(lm: LoadedModel, folder: Path, traits: Sequence[str], *, decoding: Decoding, batch_size: int,
@@ -45,8 +117,7 @@ def build_profiles(lm: LoadedModel, folder: Path, traits: Sequence[str], *, deco
         "model": lm.identity.to_dict(), "quantization": lm.quantization,
         "command": command or " ".join(["python -m steering"] + sys.argv[1:]),
         "selection": asdict(selection), "decoding": asdict(decoding), "bins": asdict(Bins()), "seed": seed,
-        "environment": {"torch": torch.__version__, "python": platform.python_version(),
-                        "threads": torch.get_num_threads()},
+        "environment": _environment(),
     })
     for trait in traits:
         trait_bank = bank.TraitBank.load(trait)
@@ -74,42 +145,12 @@ def build_profiles(lm: LoadedModel, folder: Path, traits: Sequence[str], *, deco
     return manifest
 
 
-def record_sweep(folder: Path, trait: str, table: list[dict], defaults: dict, settings: dict,
-                 top: int | None = None) -> None:
-    """Write a strength sweep and the chosen defaults into the manifest and into the profiles (so
-    `generate --method npti` uses them with no other argument).
-
-    The paper's method (top=None) sets every pole's default. A fewer-neurons variant (top=N) is recorded beside it
-    and becomes a pole's default only where the paper's method had no fluent strength."""
-    from .profile import NeuronProfile
-
+def record_adapter(folder: Path, card, source: str = "corpus") -> None:
+    """Enter a trained LoRA adapter (its AdapterCard) in the manifest: under adapters/<Trait>_<pole> for one trained
+    on the corpus, adapters_<source>/<Trait>_<pole> for another source (its folder: adapters-<source>/)."""
     manifest = read_manifest(folder)
-    entry = manifest["traits"].setdefault(trait, {})
-    if top:
-        entry.setdefault("sweep_variants", {})[f"top{top}"] = {"settings": settings, "table": table}
-    else:
-        entry["sweep"] = {"settings": settings, "table": table}
-    for pole, strength in defaults.items():
-        path = folder / f"{trait}_{pole}.json"
-        profile = NeuronProfile.load(path)
-        pole_entry = entry.setdefault(pole, {})
-        if top and (pole_entry.get("default_strength") is not None and not pole_entry.get("default_top_neurons")):
-            continue  # the paper's method is fluent here: it stays the default
-        for meta in (profile.meta, pole_entry):
-            for key in DEFAULT_KEYS:
-                meta.pop(key, None)
-            if strength is not None:
-                meta["default_strength"] = strength
-                if top:
-                    meta["default_top_neurons"] = top
-        profile.save(path)
-    write_manifest(folder, manifest)
-
-
-def record_adapter(folder: Path, card) -> None:
-    """Enter a trained LoRA adapter (its AdapterCard) in the manifest under adapters/<Trait>_<pole>."""
-    manifest = read_manifest(folder)
-    manifest.setdefault("adapters", {})[f"{card.trait}_{card.pole}"] = {
-        "path": f"adapters/{card.trait}_{card.pole}", **card.summary()}
+    section, path = ("adapters", "adapters") if source == "corpus" else (f"adapters_{source}", f"adapters-{source}")
+    manifest.setdefault(section, {})[f"{card.trait}_{card.pole}"] = {
+        "path": f"{path}/{card.trait}_{card.pole}", **card.summary()}
     folder.mkdir(parents=True, exist_ok=True)
     write_manifest(folder, manifest)

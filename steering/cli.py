@@ -24,17 +24,41 @@ def _load(args):
                       neuron_module=args.neuron_module)
 
 
-def cmd_identify(args) -> int:
-    """Identify a trait's neurons on a model: answer every question under a random high-pole and a random
-    low-pole persona description, record neuron activity over the generated tokens, and keep the neurons whose
-    firing differs most between the poles. Writes OUT/<Trait>_high.json, OUT/<Trait>_low.json and the
-    persona-prompted answers to OUT/answers/<Trait>.jsonl.
+def _corpus_triples(trait: str, path: str | None) -> list[tuple[str, str, str]]:
+    from .corpus import load_corpus, read_corpus
 
-    --descriptions is a JSON file {"high": ["You are ...", ...], "low": [...]}."""
+    pairs = read_corpus(path) if path else load_corpus(trait, "train")
+    return [(p.question, p.high, p.low) for p in pairs]
+
+
+def cmd_identify(args) -> int:
+    """Identify a trait's neurons on a model and keep the neurons whose firing differs most between the poles.
+
+    --source generated (the paper's way): answer every question under a random high-pole and a random low-pole
+    persona description and record neuron activity over the generated tokens; writes OUT/<Trait>_high.json,
+    OUT/<Trait>_low.json and the persona-prompted answers to OUT/answers/<Trait>.jsonl. --descriptions is a JSON
+    file {"high": ["You are ...", ...], "low": [...]}.
+
+    --source corpus: record neuron activity while the model READS each pole's corpus answers (teacher forcing, the
+    answer's tokens only); --corpus FILE (default: the bank corpus's train split of the trait); writes
+    OUT/<Trait>_high.corpus.json and OUT/<Trait>_low.corpus.json."""
     from .generation import Decoding
-    from .identify import Selection, identify
+    from .identify import Selection, identify, identify_corpus
+    from .methods import profile_path
     from .questions import read_questions
     from .record import Bins
+
+    if args.source == "corpus":
+        triples = _corpus_triples(args.trait, args.corpus)[: args.limit]
+        lm = _load(args)
+        result = identify_corpus(lm, args.trait, triples, batch_size=args.batch_size,
+                                 selection=Selection(args.top_k, args.min_diff), progress=_progress())
+        for profile in (result.high, result.low):
+            path = profile.save(profile_path(Path(args.out), profile.trait, profile.pole, "corpus"))
+            print(f"{path}: {len(profile)} neurons over {profile.meta['tokens']} read tokens")
+        return 0
+    if not args.questions or not args.descriptions:
+        raise ValueError("--source generated needs --questions and --descriptions")
 
     questions = [row["question"] for row in read_questions(args.questions)][: args.limit]
     try:
@@ -60,16 +84,29 @@ def cmd_identify(args) -> int:
 
 
 def cmd_build_profiles(args) -> int:
-    """Build a model's shipped NPTI profiles from the persona bank: identification on every trait's search
-    questions, writing profiles/<model>/<Trait>_<pole>.json, the persona-prompted answers under answers/ and a
-    manifest.json that records this command, the counts, neurons per pole and per layer, and timings."""
-    from .build import build_profiles
+    """Build a model's shipped NPTI profiles for every trait, with a manifest.json that records this command, the
+    counts, neurons per pole and per layer, and timings.
+
+    --source generated (the paper's way): identification on the persona bank's search questions, writing
+    profiles/<model>/<Trait>_<pole>.json and the persona-prompted answers under answers/. --source corpus: from the
+    model reading the corpus's train split, writing profiles/<model>/<Trait>_<pole>.corpus.json."""
+    from .build import build_corpus_profiles, build_profiles
     from .generation import Decoding
     from .identify import Selection
     from .methods import profiles_dir
 
     lm = _load(args)
     folder = Path(args.out) if args.out else profiles_dir(lm)
+    if args.source == "corpus":
+        manifest = build_corpus_profiles(lm, folder, args.traits, batch_size=args.batch_size,
+                                         selection=Selection(args.top_k, args.min_diff), limit=args.limit,
+                                         progress=_progress())
+        for trait in args.traits:
+            entry = manifest["traits"][trait]["corpus"]
+            print(f"{trait} (corpus): {entry['high']['neurons']} high / {entry['low']['neurons']} low neurons, "
+                  f"max diff {entry['high']['max_diff']:.3f} / {entry['low']['max_diff']:.3f}, {entry['seconds']:.0f} s")
+        print(f"{folder / 'manifest.json'}")
+        return 0
     manifest = build_profiles(lm, folder, args.traits, decoding=Decoding(max_new_tokens=args.max_new_tokens),
                               batch_size=args.batch_size, seed=args.seed, selection=Selection(args.top_k, args.min_diff),
                               limit=args.limit, progress=_progress())
@@ -82,51 +119,71 @@ def cmd_build_profiles(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    """Sweep NPTI strengths per trait pole on the bank's development questions, measure the offline trait proxy
-    and fluency (repeated 4-gram share, distinct-2, perplexity under the unsteered model), and record the table
-    and each pole's default strength (the strongest one that stays fluent) in the manifest and the profiles."""
+    """Choose each pole's shipped NPTI configuration (source and strength) and vector configuration (layers and
+    strength) by rule: every configuration of a grid answers every development question of the trait at both poles
+    with the studio's decoding (sampling, 96 tokens) beside the base model; the offline judge (trained on our
+    corpus) scores the answers; per pole and method the default is the configuration with the best win rate over
+    the base model's answers among those that stay fluent (repeated-4-gram share <= base + 0.05, distinct-2 >= base
+    - 0.05, median perplexity <= 1.5x base). Answers and judgments go to OUT (resumable: rerun to continue); the
+    table and the choices go to the manifest, the profiles and the vector cards."""
     from . import bank
-    from .build import record_sweep
-    from .generation import Decoding
+    from .evaluate import OfflineJudge, Plan, generate_answers, joined, judge_answers
     from .methods import profiles_dir
-    from .proxy import TraitProxy
-    from .sweep import Fluent, choose_defaults, sweep_trait
+    from .sweep import Fluent, grid, pole_rows, record_choices
 
     lm = _load(args)
     folder = Path(args.profiles) if args.profiles else profiles_dir(lm)
-    proxy = TraitProxy()
-    settings = {"command": " ".join(["python -m steering"] + sys.argv[1:]), "questions": args.questions_per_trait,
-                "strengths": args.strengths, "max_new_tokens": args.max_new_tokens, "seed": args.seed,
-                "fluent_rule": Fluent().__dict__}
-    for trait in args.traits:
-        questions = bank.questions(trait, "dev")[: args.questions_per_trait]
-        table = sweep_trait(lm, proxy, trait, questions, strengths=args.strengths,
-                            decoding=Decoding(max_new_tokens=args.max_new_tokens), batch_size=args.batch_size,
-                            seed=args.seed, profiles=folder, top=args.top_neurons or None, progress=_progress())
-        defaults = choose_defaults(table)
-        record_sweep(folder, trait, table, defaults, settings, top=args.top_neurons or None)
-        for row in table:
-            print(f"{trait:>17} {row['pole']:>4} {row['strength']:4.2f}  proxy {row['proxy']:+.3f}  "
-                  f"rep4 {row['repeat4']:.3f}  d2 {row['distinct2']:.3f}  ppl {row['perplexity']:.1f}")
-        print(f"{trait}: default strengths {defaults}")
+    out = Path(args.out)
+    specs = grid(lm.sites.n_layers, tuple(args.methods))
+    plan = Plan(tuple(specs), tuple(args.traits), seed=args.seed, max_new_tokens=args.max_new_tokens, sample=True)
+    questions = {t: bank.questions(t, "dev")[: args.questions_per_trait] for t in plan.traits}
+    judge = OfflineJudge(lm)
+    settings = {"command": " ".join(["python -m steering"] + sys.argv[1:]), "specs": specs,
+                "questions": {t: len(q) for t, q in questions.items()}, "max_new_tokens": args.max_new_tokens,
+                "decoding": "sampling, temperature 0.7, top-p 0.9", "seed": args.seed, "judge": judge.name,
+                "quantization": lm.quantization, "answers": str(out)}
+    for trait in plan.traits:  # trait by trait, so the choices of a finished trait land even if a later one stops
+        one = Plan(plan.methods, (trait,), seed=plan.seed, max_new_tokens=plan.max_new_tokens, sample=True)
+        answers = generate_answers(lm, one, {trait: questions[trait]}, out, args.batch_size, _progress(), folder)
+        rows = pole_rows(joined(answers, judge_answers(judge, answers, out, progress=_progress())), Fluent())
+        chosen = record_choices(folder, rows, settings)
+        for r in rows:
+            print(f"{trait:>17} {r['pole']:>4} {r['variant']:<22} win {r['win']:.2f}  toward {r['toward']:.3f}  "
+                  f"rep4 {r['repeat4']:.3f}  d2 {r['distinct2']:.3f}  ppl {r['perplexity']:.1f}"
+                  f"{'' if r['fluent'] else '  (not fluent)'}")
+        print(f"{trait}: chosen {chosen}")
     return 0
 
 
 def cmd_finetune(args) -> int:
     """Train the fine-tuned baseline: one LoRA adapter per trait pole, by supervised fine-tuning on (plain
-    question -> the answer the model gave under that pole's persona prompt). The answers come from
-    identification (profiles/<model>/answers/<Trait>.jsonl, or --answers FILE). Each adapter goes to
-    OUT/adapters/<Trait>_<pole>/ with training.json and loss.csv, and gets an entry in OUT/manifest.json.
+    question -> an answer that plays the pole).
+
+    --data corpus (the default): that pole's answer in the corpus's train split; each adapter goes to
+    OUT/adapters/<Trait>_<pole>/. --data persona: the answer the model gave under that pole's persona prompt
+    (profiles/<model>/answers/<Trait>.jsonl, or --answers FILE); each adapter goes to
+    OUT/adapters-persona/<Trait>_<pole>/. Each comes with training.json and loss.csv, and gets an entry in
+    OUT/manifest.json.
 
     On a CPU the base model is trained in float32 (--quantization none, the default here); on a CUDA device
     --quantization nf4 trains QLoRA."""
     from .build import record_adapter
-    from .finetune import Training, finetune, training_pairs
-    from .methods import profiles_dir
+    from .finetune import Training, corpus_pairs, finetune, training_pairs
+    from .methods import adapter_folder, profiles_dir
 
-    training = Training(rank=args.rank, alpha=args.alpha, learning_rate=args.learning_rate, epochs=args.epochs,
-                        batch_size=args.batch_size, max_answer_tokens=args.max_answer_tokens, seed=args.seed, top_layers=args.top_layers or None,
-                        targets=None if not args.targets or args.targets == ["none"] else tuple(args.targets))
+    from dataclasses import replace
+
+    from .finetune import CORPUS_TRAINING
+
+    base = CORPUS_TRAINING if args.data == "corpus" else Training()
+    given = {"rank": args.rank, "alpha": args.alpha, "learning_rate": args.learning_rate, "epochs": args.epochs,
+             "max_answer_tokens": args.max_answer_tokens, "top_layers": args.top_layers,
+             "batch_size": args.batch_size}
+    training = replace(base, seed=args.seed, **{k: v for k, v in given.items() if v is not None})
+    if training.top_layers == 0:
+        training = replace(training, top_layers=None)
+    if args.targets:
+        training = replace(training, targets=None if args.targets == ["none"] else tuple(args.targets))
     traits = args.trait or list(TRAITS)
     poles = [args.pole] if args.pole else list(POLES)
     lm = _load(args)
@@ -134,10 +191,13 @@ def cmd_finetune(args) -> int:
     for trait in traits:
         answers = Path(args.answers) if args.answers else profiles_dir(lm) / "answers" / f"{trait}.jsonl"
         for pole in poles:
-            pairs = training_pairs(answers, trait, pole)[: args.limit]
-            folder = out / "adapters" / f"{trait}_{pole}"
-            card = finetune(lm, pairs, training, folder, trait, pole, progress=_progress())
-            record_adapter(out, card)
+            if args.data == "corpus":
+                pairs = corpus_pairs(trait, pole)[: args.limit]
+            else:
+                pairs = training_pairs(answers, trait, pole)[: args.limit]
+            folder = adapter_folder(lm, trait, pole, args.data, out)
+            card = finetune(lm, pairs, training, folder, trait, pole, progress=_progress(), data=args.data)
+            record_adapter(out, card, args.data)
             print(f"{folder}: {card.examples} examples, {card.steps} steps, final loss {card.final_loss:.3f}, "
                   f"{card.seconds:.0f} s, {card.size_bytes / 1e6:.1f} MB")
     return 0
@@ -151,7 +211,8 @@ def cmd_generate(args) -> int:
     from .questions import read_questions, write_jsonl
 
     rows = read_questions(args.questions)
-    request = Request(args.method, args.trait, args.pole, args.strength, args.seed, args.top_neurons)
+    request = Request(args.method, args.trait, args.pole, args.strength, args.seed, args.top_neurons, args.source,
+                      tuple(args.layers) if args.layers else None)
     lm = _load(args)
     decoding = Decoding(max_new_tokens=args.max_new_tokens)
     out = []
@@ -176,8 +237,10 @@ def cmd_evaluate(args) -> int:
     table.md (method x trait: high-pole and low-pole trait scores, fluency), strength.png (trait score against
     strength per pole) and run.json.
 
-    --judge offline needs no API: a PROXY of both scores (persona-bank embedding proxy for the trait, perplexity x
-    repetition for fluency), labelled as such in every output. --judge openai uses any OpenAI-compatible endpoint
+    --judge offline needs no API: the offline judge trained on our corpus (P(high pole), 0-1) and a fluency score
+    from the unsteered model (1 / (perplexity x (1 + repeated-4-gram share)), 0-1), labelled as such in every
+    output. pairs.csv and pairs.md add, per method spec and trait, the separation of the poles and the paired win
+    rate, with repetition, distinct-2 and perplexity. --judge openai uses any OpenAI-compatible endpoint
     from the environment: PERSONA_STUDIO_JUDGE_BASE_URL (or OPENAI_BASE_URL), PERSONA_STUDIO_JUDGE_MODEL,
     PERSONA_STUDIO_JUDGE_API_KEY (or OPENAI_API_KEY); replies are cached in OUT/judge-cache.jsonl.
 
@@ -188,8 +251,10 @@ def cmd_evaluate(args) -> int:
         write_outputs
     from .questions import read_questions
 
+    from .fileio import write_text_atomic
+
     strengths = tuple(None if s == "default" else float(s) for s in args.strengths)
-    plan = Plan(tuple(args.methods), tuple(args.traits), strengths, args.seed, args.max_new_tokens)
+    plan = Plan(tuple(args.methods), tuple(args.traits), strengths, args.seed, args.max_new_tokens, args.sample)
     if args.questions:
         rows = read_questions(args.questions)
         questions = {t: [r["question"] for r in rows if r.get("trait", t).strip().lower() == t.lower()]
@@ -208,13 +273,66 @@ def cmd_evaluate(args) -> int:
     lm = _load(args)
     if args.judge == "offline":
         judge = OfflineJudge(lm)
-    (out / "run.json").write_text(json.dumps(run_settings(plan, lm.name, judge, questions), indent=1) + "\n")
     answers = generate_answers(lm, plan, questions, out, args.batch_size, _progress(),
                                Path(args.profiles) if args.profiles else None)
+    write_text_atomic(out / "run.json", json.dumps(run_settings(plan, lm.name, judge, questions, answers), indent=1) + "\n")
     judgments = judge_answers(judge, answers, out, progress=_progress())
     table = write_outputs(joined(answers, judgments), out, judge.name, judge_scales(judge))
     print((out / "table.md").read_text())
+    print((out / "pairs.md").read_text())
     print(f"{out}: {len(answers)} answers, {len(judgments)} judgments by {judge.name}, table of {len(table)} rows")
+    return 0
+
+
+def cmd_build_vectors(args) -> int:
+    """Build each trait's activation vector for a model: the mean residual stream over the answer tokens of the
+    corpus's high-pole answers minus that of its low-pole answers (train split, read with teacher forcing), per
+    layer, with the layer's typical residual norm and the read-out layer (the one whose per-answer projections
+    separate the poles best on train). Writes profiles/<model>/<Trait>.vector.safetensors and .json."""
+    from .build import build_vectors
+    from .methods import profiles_dir
+
+    lm = _load(args)
+    folder = Path(args.out) if args.out else profiles_dir(lm)
+    manifest = build_vectors(lm, folder, args.traits, batch_size=args.batch_size, limit=args.limit,
+                             progress=_progress())
+    for trait in args.traits:
+        entry = manifest["vectors"][trait]
+        print(f"{trait}: read-out layer {entry['readout_layer']} (d = {max(entry['separation_d']):.2f}), "
+              f"steering layers {entry['layers']}, {entry['seconds']:.0f} s")
+    return 0
+
+
+def cmd_fit_judge(args) -> int:
+    """Fit the offline trait judge: per trait, a logistic regression on all-MiniLM-L6-v2 sentence embeddings of the
+    corpus's train-split answers (high = 1, low = 0), its regularisation chosen by 5-fold cross-validation on train.
+    Writes profiles/judge/trait_judge.json (or --out) with its training card (data size, dev AUC, date, versions)."""
+    from .traitjudge import fit_trait_judge
+
+    judge = fit_trait_judge(traits=args.traits)
+    path = judge.save(args.out)
+    for trait, info in judge.card["traits"].items():
+        cv = info["cv_auc"]
+        print(f"{trait}: {info['train_pairs']} train pairs, cross-validated AUC on train: sentences "
+              f"{cv['sentences']:.3f}, words {cv['words']:.3f}, combined {cv['combined']:.3f}; dev_auc={info['dev_auc']:.3f}")
+    print(path)
+    return 0
+
+
+def cmd_judge_check(args) -> int:
+    """Measure the shipped offline trait judge, computed now from the shipped files: per trait the AUC of high
+    against low answers on the corpus's dev split, on its extra pairs (a final check, used for no choice), and on
+    the default model's persona-prompted answers (profiles/<model>/answers/; this measures how far the persona
+    prompt moved the model, not the judge). Prints one line per trait and the mean dev AUC."""
+    from .traitjudge import TraitJudge, check_judge
+
+    judge = TraitJudge.load(args.judge)
+    rows = check_judge(judge, Path(args.answers) if args.answers else None)
+    for row in rows:
+        persona = "nan" if row["persona_auc"] is None else f"{row['persona_auc']:.3f}"
+        print(f"{row['trait']} dev_auc={row['dev_auc']:.3f} extra_auc={row['extra_auc']:.3f} "
+              f"persona_auc={persona} n={row['n']}")
+    print(f"mean dev_auc={sum(r['dev_auc'] for r in rows) / len(rows):.3f}")
     return 0
 
 
@@ -246,8 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=fmt)
     _model_args(p)
     p.add_argument("--trait", required=True, choices=TRAITS)
-    p.add_argument("--questions", required=True, help="PersonalityBench JSONL")
-    p.add_argument("--descriptions", required=True, help='JSON {"high": [...], "low": [...]}')
+    p.add_argument("--source", default="generated", choices=("generated", "corpus"),
+                   help="generated: persona-prompted answers (the paper); corpus: read the corpus's answers")
+    p.add_argument("--questions", default=None, help="PersonalityBench JSONL (--source generated)")
+    p.add_argument("--descriptions", default=None, help='JSON {"high": [...], "low": [...]} (--source generated)')
+    p.add_argument("--corpus", default=None, help="corpus JSONL (--source corpus; default: the bank's train split)")
     p.add_argument("--out", required=True, help="folder for the two profiles and the answers")
     p.add_argument("--limit", type=int, default=None, help="use only the first N questions")
     _identify_args(p)
@@ -257,25 +378,26 @@ def build_parser() -> argparse.ArgumentParser:
                        description=inspect.cleandoc(cmd_build_profiles.__doc__), formatter_class=fmt)
     _model_args(p)
     p.add_argument("--traits", nargs="+", default=list(TRAITS), choices=TRAITS)
+    p.add_argument("--source", default="generated", choices=("generated", "corpus"),
+                   help="generated: persona-prompted answers (the paper); corpus: read the corpus's answers")
     p.add_argument("--out", default=None, help="folder (default: profiles/<model>/)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N search questions per trait")
     _identify_args(p)
     p.set_defaults(func=cmd_build_profiles)
 
-    from .sweep import STRENGTHS
-
-    p = sub.add_parser("sweep", help="choose default NPTI strengths", description=inspect.cleandoc(cmd_sweep.__doc__),
-                       formatter_class=fmt)
+    p = sub.add_parser("sweep", help="choose the NPTI and vector defaults by rule",
+                       description=inspect.cleandoc(cmd_sweep.__doc__), formatter_class=fmt)
     _model_args(p)
-    p.set_defaults(batch_size=16)
+    p.set_defaults(batch_size=24)
     p.add_argument("--traits", nargs="+", default=list(TRAITS), choices=TRAITS)
-    p.add_argument("--profiles", default=None, help="folder of NPTI profiles (default: profiles/<model>/)")
+    p.add_argument("--methods", nargs="+", default=["npti", "vector"], choices=("npti", "vector"))
+    p.add_argument("--profiles", default=None, help="folder of profiles and vectors (default: profiles/<model>/)")
     p.add_argument("--questions-per-trait", type=int, default=None, help="default: every development question")
-    p.add_argument("--strengths", nargs="+", type=float, default=list(STRENGTHS))
     p.add_argument("--max-new-tokens", type=int, default=96)
-    p.add_argument("--top-neurons", type=int, default=0,
-                   help="sweep the fewer-neurons variant (each pole's N neurons of largest diff); 0: the paper's method")
+    p.add_argument("--out", required=True, help="folder for the sweep's answers and judgments (resumable)")
     p.set_defaults(func=cmd_sweep)
+
+    from .finetune import CORPUS_TRAINING, Training
 
     p = sub.add_parser("finetune", help="train the LoRA baseline", description=inspect.cleandoc(cmd_finetune.__doc__),
                        formatter_class=fmt)
@@ -283,18 +405,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(quantization="none")
     p.add_argument("--trait", nargs="+", default=None, choices=TRAITS, help="default: every trait")
     p.add_argument("--pole", default=None, choices=POLES, help="default: both")
-    p.add_argument("--answers", default=None, help="persona-prompted answers JSONL (default: the shipped ones)")
+    p.add_argument("--data", default="corpus", choices=("corpus", "persona"),
+                   help="corpus: the corpus's train split; persona: the persona-prompted answers")
+    p.add_argument("--answers", default=None, help="persona-prompted answers JSONL (--data persona; default: shipped)")
     p.add_argument("--out", default=None, help="folder (default: profiles/<model>/)")
     p.add_argument("--limit", type=int, default=None, help="train on the first N answers only")
-    p.add_argument("--rank", type=int, default=8)
-    p.add_argument("--alpha", type=int, default=16)
-    p.add_argument("--targets", nargs="+", default=["q_proj", "v_proj"],
-                   help="module names to adapt (peft's default for the architecture if given as none)")
-    p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--max-answer-tokens", type=int, default=64)
-    p.add_argument("--top-layers", type=int, default=15, help="adapt only the last N layers (0: every layer)")
+    p.set_defaults(batch_size=None)
+    p.add_argument("--rank", type=int, default=None, help=f"default {Training.rank}")
+    p.add_argument("--alpha", type=int, default=None, help=f"default {Training.alpha}")
+    p.add_argument("--targets", nargs="+", default=None,
+                   help=f"module names to adapt (default {' '.join(Training.targets)}; 'none': peft's default)")
+    p.add_argument("--learning-rate", type=float, default=None, help=f"default {Training.learning_rate}")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"default {CORPUS_TRAINING.epochs} (--data corpus), {Training.epochs} (--data persona)")
+    p.add_argument("--max-answer-tokens", type=int, default=None,
+                   help=f"default {CORPUS_TRAINING.max_answer_tokens} (--data corpus), {Training.max_answer_tokens} "
+                        "(--data persona)")
+    p.add_argument("--top-layers", type=int, default=None,
+                   help=f"adapt only the last N layers (default {Training.top_layers}; 0: every layer)")
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("build-vectors", help="build each trait's activation vector from the corpus",
+                       description=inspect.cleandoc(cmd_build_vectors.__doc__), formatter_class=fmt)
+    _model_args(p)
+    p.add_argument("--traits", nargs="+", default=list(TRAITS), choices=TRAITS)
+    p.add_argument("--out", default=None, help="folder (default: profiles/<model>/)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N train pairs per trait")
+    p.set_defaults(func=cmd_build_vectors)
+
+    p = sub.add_parser("fit-judge", help="fit the offline trait judge on the corpus",
+                       description=inspect.cleandoc(cmd_fit_judge.__doc__), formatter_class=fmt)
+    p.add_argument("--traits", nargs="+", default=list(TRAITS), choices=TRAITS)
+    p.add_argument("--out", default=None, help="judge file (default: profiles/judge/trait_judge.json)")
+    p.set_defaults(func=cmd_fit_judge)
+
+    p = sub.add_parser("judge-check", help="AUCs of the shipped offline trait judge",
+                       description=inspect.cleandoc(cmd_judge_check.__doc__), formatter_class=fmt)
+    p.add_argument("--judge", default=None, help="judge file (default: profiles/judge/trait_judge.json)")
+    p.add_argument("--answers", default=None,
+                   help="folder of persona-prompted answers <Trait>.jsonl (default: the default model's)")
+    p.set_defaults(func=cmd_judge_check)
 
     from .methods import METHODS
 
@@ -312,6 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-neurons", type=int, default=None,
                    help="NPTI: use each pole's N neurons of largest diff (0: all, the paper's method; "
                         "default: the profile's shipped choice)")
+    p.add_argument("--source", default=None, choices=("generated", "corpus", "persona"),
+                   help="npti: generated | corpus profiles; sft: corpus | persona adapters (default: the shipped one)")
+    p.add_argument("--layers", type=int, nargs="+", default=None, help="vector: the layers to steer (default: shipped)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_generate)
 
@@ -321,8 +474,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(batch_size=16)
     p.add_argument("--questions", default=None, help="PersonalityBench JSONL (default: the bank's dev questions)")
     p.add_argument("--questions-per-trait", type=int, default=None, help="use only the first N per trait")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--methods", nargs="+", default=list(METHODS),
+                   help="method specs method[@source][:strength][/layers], e.g. base p2 sft@persona npti@corpus:1.5 "
+                        "vector:0.05/14,15,16; what a spec leaves out is the shipped default")
     p.add_argument("--traits", nargs="+", default=list(TRAITS), choices=TRAITS)
+    p.add_argument("--sample", action="store_true",
+                   help="decode as the studio does (temperature 0.7, top-p 0.9; seeded per question) instead of greedy")
     p.add_argument("--strengths", nargs="+", default=["default"],
                    help="NPTI strengths, numbers in [0, 4] or 'default' (the shipped one)")
     p.add_argument("--judge", choices=("offline", "openai"), default="offline")

@@ -12,12 +12,13 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
-from .fluency import perplexity, repeated_ngram_share
+from .fileio import append_jsonl, read_jsonl, write_text_atomic
+from .fluency import distinct_n, perplexity, repeated_ngram_share
 from .generation import Decoding
 from .judge import Judge, JudgeItem, Judgment
 from .methods import METHODS, Request, answer_rows, unavailable
@@ -28,24 +29,99 @@ ANSWERS = "answers.jsonl"
 
 
 @dataclass(frozen=True)
+class Variant:
+    """One way of answering, written `method[@source][:strength][/layers]`: `npti@corpus:1.5`, `vector:0.05/14,15,16`,
+    `sft@persona`, `base`. What a spec leaves out is the shipped default, filled in by `resolve` before anything is
+    generated, so `npti` and the `npti@corpus:1.5` it resolves to are the same answers (one key)."""
+
+    method: str
+    source: str | None = None
+    strength: float | None = None
+    layers: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        Request(self.method, "Openness", "high", self.strength, source=self.source, layers=self.layers)  # checks
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(sorted(int(x) for x in self.layers)))
+
+    @classmethod
+    def parse(cls, spec: str) -> "Variant":
+        text = str(spec).strip()
+        rest, _, layers = text.partition("/")
+        rest, _, strength = rest.partition(":")
+        method, _, source = rest.partition("@")
+        try:
+            return cls(method, source or None, float(strength) if strength else None,
+                       tuple(int(x) for x in layers.replace("-", ",").split(",")) if layers else None)
+        except ValueError as exc:
+            raise ValueError(f"method spec {spec!r}: {exc} (write method[@source][:strength][/layers], e.g. "
+                             "npti@corpus:1.5 or vector:0.05/14,15,16)") from exc
+
+    def label(self) -> str:
+        out = self.method + (f"@{self.source}" if self.source else "")
+        out += f":{self.strength:g}" if self.strength is not None else ""
+        return out + ("/" + ",".join(str(x) for x in self.layers) if self.layers else "")
+
+    def request(self, trait: str, pole: str, seed: int) -> Request:
+        return Request(self.method, trait, pole, self.strength, seed, source=self.source, layers=self.layers)
+
+
+def resolve(lm: LoadedModel, variant: Variant, trait: str, pole: str, profiles: Path | None = None) -> Variant:
+    """The variant with every shipped default filled in for this trait pole (what would actually run)."""
+    from .methods import DEFAULT_VECTOR_STRENGTH, load_pole, load_vector, npti_source
+
+    if variant.method == "sft":
+        return replace(variant, source=variant.source or "corpus")
+    if variant.method == "npti":
+        source = variant.source or npti_source(lm, trait, pole, profiles)
+        strength = variant.strength
+        if strength is None:
+            target, _ = load_pole(lm, trait, pole, profiles, source=source)
+            strength = float(target.meta.get("default_strength", 1.0))
+        return replace(variant, source=source, strength=strength)
+    if variant.method == "vector":
+        vec = load_vector(lm, trait, profiles)
+        shipped = vec.meta.get("defaults", {}).get(pole, {})
+        strength = variant.strength if variant.strength is not None else float(
+            shipped.get("strength", DEFAULT_VECTOR_STRENGTH))
+        return replace(variant, strength=strength, layers=variant.layers or tuple(shipped.get("layers") or vec.layers))
+    return variant
+
+
+@dataclass(frozen=True)
 class Plan:
-    """What to evaluate. `strengths` apply to npti only (None = each pole's shipped default); other methods run
-    once per pole."""
+    """What to evaluate: method specs (see `Variant`), traits, and for plain `npti` specs the strengths to try
+    (None = each pole's shipped default); other specs run once per pole. `sample` decodes as the studio does
+    (temperature 0.7, top-p 0.9), each row seeded by its question."""
 
     methods: tuple[str, ...] = METHODS
     traits: tuple[str, ...] = ()
     strengths: tuple[float | None, ...] = (None,)
     seed: int = 0
     max_new_tokens: int = 128
+    sample: bool = False
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown:
-            raise ValueError(f"unknown method(s) {', '.join(unknown)}: choose among {', '.join(METHODS)}")
+        for spec in self.methods:
+            if Variant.parse(spec).method not in METHODS:  # pragma: no cover - Request refuses it first
+                raise ValueError(f"unknown method {spec!r}")
         object.__setattr__(self, "traits", tuple(check_trait(t) for t in self.traits))
         for s in self.strengths:
             if s is not None:
                 Request("npti", "Openness", "high", s)  # range check with the engine's message
+
+    def variants(self) -> list[Variant]:
+        out = []
+        for spec in self.methods:
+            v = Variant.parse(spec)
+            if v.method == "npti" and v.strength is None and spec == "npti":
+                out.extend(replace(v, strength=s) for s in self.strengths)
+            else:
+                out.append(v)
+        return list(dict.fromkeys(out))
+
+    def decoding(self) -> Decoding:
+        return Decoding(max_new_tokens=self.max_new_tokens, do_sample=self.sample)
 
 
 def _key(*parts) -> str:
@@ -56,43 +132,25 @@ def strength_label(strength: float | None) -> str:
     return "default" if strength is None else f"{strength:g}"
 
 
-def plan_rows(plan: Plan, questions: dict[str, list[str]], model: str = "") -> list[dict]:
-    """One row per answer to produce, with a stable key (the resume and join key) that also names the model and
-    the token limit, so a rerun with other settings into the same folder never reuses old answers."""
-    rows: dict[str, dict] = {}
+def plan_rows(plan: Plan, questions: dict[str, list[str]], model: str = "",
+              resolver: Callable | None = None) -> list[dict]:
+    """One row per answer to produce, with a stable key (the resume and join key) from what actually runs (the
+    resolved variant), the model, the token limit and the decoding, so a rerun with other settings into the same
+    folder never reuses old answers, and two specs that resolve alike share their answers. `resolver(variant,
+    trait, pole)` fills in shipped defaults (none: the variants as written)."""
+    rows: dict[tuple, dict] = {}
     for trait in plan.traits:
         for pole in POLES:
-            for method in plan.methods:
-                for strength in (plan.strengths if method == "npti" else (None,)):
-                    label = strength_label(strength) if method == "npti" else "-"
-                    for question in questions[trait]:
-                        key = _key(model, plan.max_new_tokens, method, label, trait, pole, plan.seed, question)
-                        rows.setdefault(key, {"key": key, "method": method, "strength": label, "trait": trait,
-                                              "pole": pole, "question": question})
+            for variant in plan.variants():
+                done = resolver(variant, trait, pole) if resolver else variant
+                label = strength_label(variant.strength) if variant.method == "npti" else "-"
+                for qi, question in enumerate(questions[trait]):
+                    key = _key(model, plan.max_new_tokens, done.label(), trait, pole, plan.seed, question,
+                               "sample" if plan.sample else "greedy")
+                    rows.setdefault((variant.label(), trait, pole, question), {
+                        "key": key, "method": variant.method, "variant": variant.label(), "resolved": done.label(),
+                        "strength": label, "trait": trait, "pole": pole, "question": question, "seed": plan.seed + qi})
     return list(rows.values())
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSONL file written by this module; a truncated last line (a run killed mid-write) is skipped."""
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
-def _append(path: Path, rows: Sequence[dict]) -> None:
-    """Append rows; after a run killed mid-line, start on a fresh line so the torn line stays the only loss."""
-    torn = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
-    with open(path, "a", encoding="utf-8") as f:
-        if torn:
-            f.write("\n")
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def generate_answers(lm: LoadedModel, plan: Plan, questions: dict[str, list[str]], out: Path,
@@ -100,31 +158,31 @@ def generate_answers(lm: LoadedModel, plan: Plan, questions: dict[str, list[str]
     """Answer every planned row that answers.jsonl does not hold yet, in mixed batches (rows of different methods
     and strengths share a generate call); return all the plan's answers."""
     out.mkdir(parents=True, exist_ok=True)
-    missing = sorted({why for r in plan_rows(plan, questions, lm.name)
-                      if (why := unavailable(lm, r["method"], r["trait"], r["pole"], profiles))})
+    missing = sorted({why for trait in plan.traits for pole in POLES for v in plan.variants()
+                      if (why := unavailable(lm, v.method, trait, pole, profiles, v.source))})
     if missing:  # fail before generating anything, with every missing artefact at once
         raise ValueError("cannot evaluate as planned:\n- " + "\n- ".join(missing))
     path = out / ANSWERS
-    done = {r["key"]: r for r in _read_jsonl(path)}
-    todo = [r for r in plan_rows(plan, questions, lm.name) if r["key"] not in done]
-    decoding = Decoding(max_new_tokens=plan.max_new_tokens)
+    done = {r["key"]: r for r in read_jsonl(path)}
+    rows = plan_rows(plan, questions, lm.name, lambda v, t, p: resolve(lm, v, t, p, profiles))
+    todo = list({r["key"]: r for r in rows if r["key"] not in done}.values())
+    decoding = plan.decoding()
     bar = progress(total=len(todo), desc="answers") if progress and todo else None
     for i in range(0, len(todo), batch_size):
         chunk = todo[i:i + batch_size]
-        requests = [(Request(r["method"], r["trait"], r["pole"],
-                             None if r["strength"] in ("-", "default") else float(r["strength"]), plan.seed),
-                     r["question"]) for r in chunk]
+        requests = [(Variant.parse(r["resolved"]).request(r["trait"], r["pole"], r["seed"]), r["question"])
+                    for r in chunk]
         written = []
         for row, (ans, params) in zip(chunk, answer_rows(lm, requests, decoding, profiles)):
             written.append({**row, "answer": ans.text, "n_tokens": ans.n_tokens, "finished": ans.finished,
                             "params": params, "model": lm.name, "max_new_tokens": plan.max_new_tokens})
             done[row["key"]] = written[-1]
-        _append(path, written)
+        append_jsonl(path, written)
         if bar:
             bar.update(len(chunk))
     if bar:
         bar.close()
-    return [done[r["key"]] for r in plan_rows(plan, questions, lm.name)]
+    return [{**done[r["key"]], **{k: r[k] for k in ("method", "variant", "resolved", "strength")}} for r in rows]
 
 
 def judgments_path(out: Path, judge_name: str) -> Path:
@@ -143,7 +201,7 @@ def judge_answers(judge: Judge, answers: list[dict], out: Path, batch_size: int 
     """Judge every answer not judged yet by this judge; return the judgments of `answers`, in order."""
     path = judgments_path(out, judge.name)
     # a judgment that failed (endpoint down, retries spent) is not done: a rerun asks again
-    done = {r["key"]: r for r in _read_jsonl(path) if not _failed(r)}
+    done = {r["key"]: r for r in read_jsonl(path) if not _failed(r)}
     todo = [a for a in answers if a["key"] not in done]
     bar = progress(total=len(todo), desc=f"judging ({judge.name})") if progress and todo else None
     for i in range(0, len(todo), batch_size):
@@ -151,7 +209,7 @@ def judge_answers(judge: Judge, answers: list[dict], out: Path, batch_size: int 
         items = [JudgeItem(a["question"], a["answer"], a["trait"], a["pole"]) for a in chunk]
         rows = [{"key": a["key"], "judge": judge.name, "trait_score": j.trait_score, "fluency_score": j.fluency_score,
                  "detail": j.detail} for a, j in zip(chunk, judge.judge(items))]
-        _append(path, rows)
+        append_jsonl(path, rows)
         done.update({r["key"]: r for r in rows})
         if bar:
             bar.update(len(chunk))
@@ -160,16 +218,69 @@ def judge_answers(judge: Judge, answers: list[dict], out: Path, batch_size: int 
     return [done[a["key"]] for a in answers]
 
 
+JOINED = ["key", "method", "variant", "resolved", "strength", "trait", "pole", "question", "trait_score",
+          "fluency_score", "repeat4", "distinct2", "perplexity"]
+
+
 def joined(answers: list[dict], judgments: list[dict]) -> pd.DataFrame:
-    """One row per judged answer: method, strength, trait, pole, trait_score, fluency_score."""
+    """One row per judged answer: what answered (method, the variant as asked, the resolved variant, the npti
+    strength label), trait, pole, question, the judge's two scores, and the answer's repeated-4-gram share,
+    distinct-2 and perplexity (where the judge measured it)."""
     by_key = {j["key"]: j for j in judgments}
-    rows = [{"key": a["key"], "method": a["method"], "strength": a["strength"], "trait": a["trait"], "pole": a["pole"],
-             "trait_score": by_key[a["key"]]["trait_score"], "fluency_score": by_key[a["key"]]["fluency_score"]}
-            for a in answers if a["key"] in by_key]
-    frame = pd.DataFrame(rows, columns=["key", "method", "strength", "trait", "pole", "trait_score", "fluency_score"])
-    for c in ("trait_score", "fluency_score"):
+    rows = []
+    for a in answers:
+        if a["key"] not in by_key:
+            continue
+        j = by_key[a["key"]]
+        detail = j.get("detail") or {}
+        rows.append({"key": a["key"], "method": a["method"], "variant": a.get("variant", a["method"]),
+                     "resolved": a.get("resolved", a.get("variant", a["method"])), "strength": a["strength"],
+                     "trait": a["trait"], "pole": a["pole"], "question": a["question"],
+                     "trait_score": j["trait_score"], "fluency_score": j["fluency_score"],
+                     "repeat4": repeated_ngram_share(a["answer"]), "distinct2": distinct_n(a["answer"]),
+                     "perplexity": detail.get("perplexity", math.nan) if isinstance(detail, dict) else math.nan})
+    frame = pd.DataFrame(rows, columns=JOINED)
+    for c in ("trait_score", "fluency_score", "perplexity"):
         frame[c] = pd.to_numeric(frame[c], errors="coerce")
     return frame
+
+
+def _paired_win(g: pd.DataFrame, better: str = "high", against: pd.DataFrame | None = None) -> float:
+    """Share of questions whose `better`-pole answer scores above the other's (ties count half); with `against`,
+    the rows of `g` against those of `against` on the same question and pole instead."""
+    if against is None:
+        wide = g.pivot_table(index="question", columns="pole", values="trait_score", aggfunc="mean")
+        if not set(POLES) <= set(wide.columns):
+            return math.nan
+        diff = (wide["high"] - wide["low"]).dropna()
+    else:
+        mine = g.groupby("question")["trait_score"].mean()
+        theirs = against.groupby("question")["trait_score"].mean()
+        diff = (mine - theirs).dropna()
+        if better == "low":
+            diff = -diff
+    return float(((diff > 0) + 0.5 * (diff == 0)).mean()) if len(diff) else math.nan
+
+
+def pairs_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per variant and trait: the judge's mean trait score of the high-pole and the low-pole answers, their
+    separation, the paired win rate (share of questions whose high-pole answer scores above its low-pole answer;
+    ties half), and over both poles the mean repeated-4-gram share, distinct-2 and median perplexity."""
+    out = []
+    for (variant, trait), g in frame.groupby(["variant", "trait"], sort=False):
+        high = g.loc[g["pole"] == "high", "trait_score"].mean()
+        low = g.loc[g["pole"] == "low", "trait_score"].mean()
+        out.append({"method": g["method"].iloc[0], "variant": variant, "trait": trait, "high": high, "low": low,
+                    "separation": high - low, "win_rate": _paired_win(g), "repeat4": g["repeat4"].mean(),
+                    "distinct2": g["distinct2"].mean(), "perplexity": g["perplexity"].median(), "n": len(g)})
+    table = pd.DataFrame(out, columns=["method", "variant", "trait", "high", "low", "separation", "win_rate",
+                                       "repeat4", "distinct2", "perplexity", "n"])
+    order = {m: i for i, m in enumerate(METHODS)}
+    traits = {t: i for i, t in enumerate(dict.fromkeys(frame["trait"]))}
+    if len(table):
+        table = table.assign(_t=table["trait"].map(traits), _o=table["method"].map(order)).sort_values(
+            ["_t", "_o", "variant"], kind="stable").drop(columns=["_t", "_o"]).reset_index(drop=True)
+    return table
 
 
 def paper_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -178,8 +289,8 @@ def paper_table(frame: pd.DataFrame) -> pd.DataFrame:
     (and counted in `missing`)."""
     order = {m: i for i, m in enumerate(METHODS)}
     out = []
-    for (method, strength), g in frame.groupby(["method", "strength"], sort=False):
-        row: dict = {"method": method, "strength": strength}
+    for (method, variant, strength), g in frame.groupby(["method", "variant", "strength"], sort=False):
+        row: dict = {"method": method, "variant": variant, "strength": strength}
         for trait, t in g.groupby("trait", sort=False):
             for pole in POLES:
                 row[f"{trait} {pole}"] = t.loc[t["pole"] == pole, "trait_score"].mean()
@@ -191,7 +302,7 @@ def paper_table(frame: pd.DataFrame) -> pd.DataFrame:
     if len(table):
         table["_o"] = table["method"].map(order)
         table["_s"] = table["strength"].map(lambda s: -1.0 if s in ("-", "default") else float(s))
-        table = table.sort_values(["_o", "_s"]).drop(columns=["_o", "_s"]).reset_index(drop=True)
+        table = table.sort_values(["_o", "variant", "_s"]).drop(columns=["_o", "_s"]).reset_index(drop=True)
     return table
 
 
@@ -235,19 +346,32 @@ def plot_strength(frame: pd.DataFrame, path: Path, judge: str, scales: dict) -> 
 
 
 def write_outputs(frame: pd.DataFrame, out: Path, judge: str, scales: dict) -> pd.DataFrame:
+    """table.csv/.md (the paper's layout), pairs.csv/.md (separation, paired win rate and fluency per variant and
+    trait) and strength.png, from the joined frame."""
     table = paper_table(frame)
     table.to_csv(out / "table.csv", index=False)
-    (out / "table.md").write_text(_markdown(table, judge, scales), encoding="utf-8")
+    write_text_atomic(out / "table.md", _markdown(table, judge, scales))
+    pairs = pairs_table(frame)
+    pairs.to_csv(out / "pairs.csv", index=False)
+    write_text_atomic(out / "pairs.md", _markdown(pairs, judge, scales))
     plot_strength(frame, out / "strength.png", judge, scales)
     return table
+
+
+def frame_from_files(out: Path, judge_name: str) -> pd.DataFrame:
+    """The joined frame of what a run wrote in `out`, restricted to the answer keys of its plan (run.json)."""
+    keys = json.loads((out / "run.json").read_text())["keys"]
+    answers = {r["key"]: r for r in read_jsonl(out / ANSWERS)}
+    judgments = {r["key"]: r for r in read_jsonl(judgments_path(out, judge_name)) if not _failed(r)}
+    return joined([answers[k] for k in keys if k in answers], list(judgments.values()))
 
 
 def table_from_files(out: Path, judge_name: str) -> pd.DataFrame:
     """Recompute the table from what the run wrote in `out`: the answers and judgments files, restricted to the
     answer keys of the run's plan (run.json), the last row per key winning as when they were read."""
     keys = json.loads((out / "run.json").read_text())["keys"]
-    answers = {r["key"]: r for r in _read_jsonl(out / ANSWERS)}
-    judgments = {r["key"]: r for r in _read_jsonl(judgments_path(out, judge_name)) if not _failed(r)}
+    answers = {r["key"]: r for r in read_jsonl(out / ANSWERS)}
+    judgments = {r["key"]: r for r in read_jsonl(judgments_path(out, judge_name)) if not _failed(r)}
     return paper_table(joined([answers[k] for k in keys if k in answers], list(judgments.values())))
 
 
@@ -255,36 +379,38 @@ def table_from_files(out: Path, judge_name: str) -> pd.DataFrame:
 
 @dataclass
 class OfflineJudge:
-    """A judge that needs no API: a PROXY of both scores, labelled as such wherever it appears.
+    """A judge that needs no API: the offline trait judge trained on our corpus, and a fluency measure from the
+    unsteered model, labelled as such wherever they appear (never ground truth).
 
-    Trait score: the persona-bank proxy (`steering.proxy`): cosine similarity of the answer's embedding to the bank's
-    high-pole descriptions minus that to its low-pole descriptions (positive = towards the high pole; not on the
-    1-5 scale). Fluency: perplexity of the answer given the plain question under the reference model with no
-    steering or adapter, multiplied by (1 + repeated-4-gram share), lower is better."""
+    Trait score: P(high pole) in [0, 1] from `steering.traitjudge` (0.5 = undecided). Fluency: in (0, 1],
+    1 / (perplexity of the answer given the plain question under the model with no steering or adapter x
+    (1 + repeated-4-gram share)): the geometric-mean probability the unsteered model gives each token, lowered by
+    repetition; higher is better (unsteered answers of the default model score about 0.2-0.3)."""
 
     lm: LoadedModel
-    proxy: object | None = None
-    name: str = "offline-proxy"
+    trait_judge: object | None = None
+    name: str = "offline-judge"
 
-    scales = {"trait": "PROXY, cos(high descriptions) - cos(low descriptions), > 0 leans high",
-              "fluency": "PROXY, perplexity x (1 + repeated 4-gram share), lower is better"}
+    scales = {"trait": "P(high pole), 0-1, offline judge (trained on our corpus); 0.5 = undecided",
+              "fluency": "0-1, 1 / (perplexity under the unsteered model x (1 + repeated 4-gram share)); higher is "
+                         "better"}
 
     def judge(self, items: Sequence[JudgeItem], progress: Callable | None = None) -> list[Judgment]:
-        from .proxy import TraitProxy
+        from .traitjudge import TraitJudge
 
-        if self.proxy is None:
-            self.proxy = TraitProxy()
+        if self.trait_judge is None:
+            self.trait_judge = TraitJudge.load()
         items = list(items)
         trait_scores: list[float] = [math.nan] * len(items)
         for trait in dict.fromkeys(i.trait for i in items):
             idx = [k for k, i in enumerate(items) if i.trait == trait]
-            for k, s in zip(idx, self.proxy.score(trait, [items[k].answer for k in idx])):
+            for k, s in zip(idx, self.trait_judge.p_high(trait, [items[k].answer for k in idx])):
                 trait_scores[k] = float(s)
         ppl = perplexity(self.lm, [i.question for i in items], [i.answer for i in items])
         out = []
         for item, t, p in zip(items, trait_scores, ppl):
             rep = repeated_ngram_share(item.answer)
-            fluency = float(p) * (1 + rep) if math.isfinite(p) else None
+            fluency = 1.0 / (float(p) * (1 + rep)) if math.isfinite(p) else None
             out.append(Judgment(t, fluency, self.name, {"perplexity": float(p), "repeat4": rep}))
         return out
 
@@ -294,8 +420,11 @@ def judge_scales(judge: Judge) -> dict:
                                      "fluency": "1-5 (LLM judge), higher is better"})
 
 
-def run_settings(plan: Plan, model: str, judge: Judge, questions: dict[str, list[str]]) -> dict:
-    """run.json: the plan, the judge and its scales, and the answer keys the table is made of."""
+def run_settings(plan: Plan, model: str, judge: Judge, questions: dict[str, list[str]],
+                 answers: list[dict]) -> dict:
+    """run.json: the plan, the judge and its scales, what each variant resolved to, and the answer keys the table is
+    made of."""
+    resolved = {f"{a['variant']} {a['trait']} {a['pole']}": a["resolved"] for a in answers}
     return {"plan": asdict(plan), "model": model, "judge": judge.name, "scales": judge_scales(judge),
-            "questions": {t: len(q) for t, q in questions.items()},
-            "keys": [r["key"] for r in plan_rows(plan, questions, model)]}
+            "questions": {t: len(q) for t, q in questions.items()}, "resolved": resolved,
+            "keys": [a["key"] for a in answers]}

@@ -52,6 +52,11 @@ class Training:
             raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
 
 
+# Training on the corpus: its answers run to ~120 tokens and should be learnt whole (so the adapter also learns to
+# stop); three epochs over ~110 pairs.
+CORPUS_TRAINING = Training(epochs=3, max_answer_tokens=160)
+
+
 @dataclass
 class AdapterCard:
     """What was trained and how it went; saved as training.json beside the adapter, with loss.csv."""
@@ -104,6 +109,14 @@ def training_pairs(answers: str | Path, trait: str, pole: str) -> list[tuple[str
     return pairs
 
 
+def corpus_pairs(trait: str, pole: str, root: Path | None = None) -> list[tuple[str, str]]:
+    """(question, that pole's corpus answer) for one pole, from the corpus's train split."""
+    from .corpus import load_corpus
+
+    pole = check_pole(pole)
+    return [(p.question, p.answer(pole)) for p in load_corpus(trait, "train", root)]
+
+
 def encode_pairs(lm: LoadedModel, pairs: list[tuple[str, str]], max_answer_tokens: int) -> list[tuple[list[int], int]]:
     """Token ids of prompt + answer for each pair, and where the answer starts. An answer longer than the limit is
     cut; a whole answer ends with end-of-sequence so the adapter also learns when to stop."""
@@ -143,7 +156,7 @@ def lora_config(training: Training, n_layers: int):
 
 
 def finetune(lm: LoadedModel, pairs: list[tuple[str, str]], training: Training, out: str | Path,
-             trait: str, pole: str, progress=None) -> AdapterCard:
+             trait: str, pole: str, progress=None, data: str = "persona") -> AdapterCard:
     """Train one LoRA adapter on `pairs` and save it (peft format) with its card and loss curve in `out`.
 
     The model is left as it was: the adapter is unloaded from it after saving. `progress` is a tqdm-like
@@ -208,7 +221,7 @@ def finetune(lm: LoadedModel, pairs: list[tuple[str, str]], training: Training, 
     card = AdapterCard(trait, pole, lm.name, lm.identity.fingerprint, len(examples), len(losses), round(seconds, 1),
                        round(sum(tail) / len(tail), 4), losses,
                        {**asdict(training), "targets": list(training.targets or []), "quantization": lm.quantization,
-                        "device": lm.device.type},
+                        "device": lm.device.type, "data": data},
                        size)
     card.save(out)
     return card

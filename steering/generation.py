@@ -41,6 +41,8 @@ class Answer:
     text: str
     n_tokens: int  # generated tokens, up to and including end-of-sequence
     finished: bool  # ended with end-of-sequence rather than the token limit
+    pieces: tuple[str, ...] = ()  # the answer's tokens, each decoded on its own (end-of-sequence excluded)
+    readout: tuple[tuple[str, float], ...] | None = None  # (piece, trait read-out) per token, where asked for
 
 
 def eos_ids(lm: LoadedModel) -> list[int]:
@@ -113,6 +115,7 @@ def generate_chats(lm: LoadedModel, conversations: list[list[dict]], decoding: D
     for row in out[:, enc["input_ids"].shape[1]:].tolist():
         stop = next((i for i, t in enumerate(row) if t in eos), None)
         kept = row if stop is None else row[:stop]
+        pieces = tuple(lm.tokenizer.decode([t], skip_special_tokens=True) for t in kept)
         answers.append(Answer(lm.tokenizer.decode(kept, skip_special_tokens=True).strip(),
-                              len(row) if stop is None else stop + 1, stop is not None))
+                              len(row) if stop is None else stop + 1, stop is not None, pieces))
     return answers

@@ -91,8 +91,13 @@ def identify(lm: LoadedModel, trait: str, questions: Sequence[str], descriptions
     finally:
         if out:
             out.close()
-    meta = {"selection": asdict(selection), "bins": asdict(bins), "decoding": asdict(decoding), "seed": seed,
-            "questions": len(questions)}
+    meta = {"source": "generated", "selection": asdict(selection), "bins": asdict(bins), "decoding": asdict(decoding),
+            "seed": seed, "questions": len(questions)}
+    return _identification(lm, trait, stats, selection, meta, answers)
+
+
+def _identification(lm: LoadedModel, trait: str, stats: dict[str, ActivationStats], selection: Selection,
+                    meta: dict, answers: list[dict]) -> Identification:
     profiles = {}
     for pole in POLES:
         columns = select(stats[pole], stats[opposite(pole)], selection)
@@ -100,3 +105,22 @@ def identify(lm: LoadedModel, trait: str, questions: Sequence[str], descriptions
             **meta, "tokens": stats[pole].n_tokens, "tokens_other_pole": stats[opposite(pole)].n_tokens,
             "p95_beyond_bins": int(stats[pole].clipped().sum())})
     return Identification(profiles["high"], profiles["low"], stats, answers)
+
+
+def identify_corpus(lm: LoadedModel, trait: str, pairs: Sequence[tuple[str, str, str]], *, batch_size: int = 8,
+                    bins: Bins = Bins(), selection: Selection = Selection(),
+                    progress: Callable | None = None) -> Identification:
+    """Identification from the corpus: record neuron firing while the model READS each pole's answers (teacher
+    forcing: the question as the user turn, no system prompt, the answer as the assistant turn; the answer's tokens
+    only), then the same selection rule. `pairs` are (question, high answer, low answer)."""
+    from .forced import record_forced
+
+    trait = check_trait(trait)
+    for pole, k in (("high", 1), ("low", 2)):
+        if not [p for p in pairs if p[k].strip()]:
+            raise ValueError(f"the corpus has no {pole}-pole answers for {trait}: identification needs both poles")
+    stats = {pole: record_forced(lm, [(p[0], p[k]) for p in pairs if p[k].strip()], batch_size=batch_size,
+                                 bins=bins, progress=progress, desc=f"{trait} {pole} (reading)")
+             for pole, k in (("high", 1), ("low", 2))}
+    meta = {"source": "corpus", "selection": asdict(selection), "bins": asdict(bins), "pairs": len(pairs)}
+    return _identification(lm, trait, stats, selection, meta, [])

@@ -164,3 +164,13 @@ def model_identity(model: nn.Module, name: str, sites: NeuronSites) -> ModelIden
     }
     digest = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
     return ModelIdentity(name=name, n_layers=sites.n_layers, width=sites.width, fingerprint=digest)
+
+
+def residual_modules(sites: NeuronSites) -> list[nn.Module]:
+    """The decoder layers that hold the neuron sites, in order: their outputs are the residual stream after each
+    layer (where activation vectors are read and added)."""
+    prefix = sites.template.partition("{}")[0].rstrip(".")
+    layers = sites.root.get_submodule(prefix)
+    if len(layers) != sites.n_layers:
+        raise ValueError(f"{prefix!r} holds {len(layers)} layers but the model has {sites.n_layers} neuron sites")
+    return list(layers)

@@ -1,35 +1,34 @@
-"""Choosing each pole's default NPTI strength: sweep strengths on the bank's development questions and keep the
-strongest one whose text stays about as fluent as the unsteered model's.
+"""Choosing each pole's shipped NPTI and vector configuration, by rule, on the bank's development questions.
 
-Every (configuration, question) pair is one row; a batch mixes rows of different poles and strengths (per-row
-interventions), and the unsteered base rows are the reference. Per configuration we report the offline trait
-PROXY (see proxy.py), repeated 4-gram share, distinct-2 and the median perplexity of the answers under the
-unsteered model.
-"""
+Every configuration of a grid (NPTI: source x strength; vector: layer set x strength) answers every development
+question of the trait at both poles, with the studio's decoding (sampling, 96 tokens), next to the base model;
+the offline judge (trained on our corpus) scores every answer. Per pole and configuration:
+- `win`: the share of questions whose answer leans further toward the pole than the base model's answer to the
+  same question (P(high) above base's for the high pole, below for the low pole; ties count half);
+- `toward`: the mean P(pole) (P(high) for high, 1 - P(high) for low);
+- fluency next to base's: repeated-4-gram share, distinct-2, median perplexity under the unsteered model.
+A pole's default is, per method, the configuration with the best `win` among those within the fluency rule
+(`Fluent`: repeated-4-gram share <= base + 0.05, distinct-2 >= base - 0.05, perplexity <= 1.5x base); ties go to
+the higher `toward`, then to the weaker strength. NPTI's source is chosen by the same rule (it is part of the
+configuration). The answers are evaluate's (one folder, keyed, resumable), so a rerun costs nothing."""
 
 from __future__ import annotations
 
-import statistics
+import math
 from dataclasses import asdict, dataclass
-from itertools import product
 from pathlib import Path
-from typing import Callable, Sequence
 
-from .generation import Decoding, generate_chats
-from .induce import Intervention, steer
-from .fluency import distinct_n, perplexity, repeated_ngram_share
-from .methods import load_pole
-from .models import LoadedModel
-from .prompts import plain_chat
-from .proxy import TraitProxy
-from .traits import POLES, check_trait
+import pandas as pd
 
-STRENGTHS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
+from .traits import POLES
+
+NPTI_STRENGTHS: dict[str, tuple[float, ...]] = {"generated": (0.5, 1.0, 1.5), "corpus": (0.5, 1.0, 1.5, 2.0)}
+VECTOR_STRENGTHS: tuple[float, ...] = (0.04, 0.07, 0.1)
 
 
 @dataclass(frozen=True)
 class Fluent:
-    """How close to the unsteered model's fluency a strength must stay to be a default."""
+    """How close to the unsteered model's fluency a configuration must stay to be a default."""
 
     max_repeat_increase: float = 0.05  # repeated 4-gram share may rise by at most this
     max_distinct_drop: float = 0.05  # distinct-2 may fall by at most this
@@ -41,53 +40,108 @@ class Fluent:
                 and row["perplexity"] <= base["perplexity"] * self.max_perplexity_ratio)
 
 
-def sweep_trait(lm: LoadedModel, proxy: TraitProxy, trait: str, questions: Sequence[str], *,
-                strengths: Sequence[float] = STRENGTHS, decoding: Decoding = Decoding(max_new_tokens=96),
-                batch_size: int = 16, seed: int = 0, profiles: Path | None = None, top: int | None = None,
-                progress: Callable | None = None) -> list[dict]:
-    """One row per configuration (base, then each pole x strength) with the mean proxy score and fluency.
-    With `top`, the fewer-neurons variant: only each pole's `top` neurons of largest diff."""
-    trait = check_trait(trait)
-    pairs = {pole: load_pole(lm, trait, pole, profiles, top) for pole in POLES}
-    configs = [("base", 0.0)] + [(pole, float(s)) for pole in POLES for s in strengths]
-    rows = list(product(configs, questions))
-    texts: list[str] = []
-    batches = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
-    for batch in (progress(batches, desc=f"sweep {trait}") if progress else batches):
-        ivs = [None if pole == "base" else Intervention(pairs[pole][0], s, pairs[pole][1]) for (pole, s), _ in batch]
-        with steer(lm, ivs, seeds=[seed] * len(batch)):
-            answers = generate_chats(lm, [plain_chat(q) for _, q in batch], decoding, seed)
-        texts.extend(a.text for a in answers)
-    scores = proxy.score(trait, texts)
-    ppl = perplexity(lm, [q for _, q in rows], texts)
-    table = []
-    for config in configs:
-        idx = [i for i, (cfg, _) in enumerate(rows) if cfg == config]
-        table.append({
-            "pole": config[0], "strength": config[1], "n": len(idx),
-            "proxy": round(statistics.fmean(float(scores[i]) for i in idx), 4),
-            "repeat4": round(statistics.fmean(repeated_ngram_share(texts[i]) for i in idx), 4),
-            "distinct2": round(statistics.fmean(distinct_n(texts[i]) for i in idx), 4),
-            "perplexity": round(statistics.median(ppl[i] for i in idx if ppl[i] == ppl[i]), 3),
-            "example": texts[idx[0]][:300],
-        })
-    return table
+def vector_layer_sets(n_layers: int) -> list[tuple[int, ...]]:
+    """Three sets of three consecutive layers: around one third, the middle and two thirds of the model."""
+    out = []
+    for centre in (n_layers // 3, n_layers // 2, (2 * n_layers) // 3):
+        start = min(max(0, centre - 1), n_layers - 3)
+        out.append(tuple(range(start, start + 3)))
+    return list(dict.fromkeys(out))
 
 
-def choose_defaults(table: list[dict], rule: Fluent = Fluent()) -> dict[str, float | None]:
-    """Per pole, the strongest strength such that it and every weaker strength stay close to base's fluency
-    (None if the weakest does not). Requiring the whole prefix keeps one lucky sample at a high strength, on a
-    dozen questions, from becoming the default."""
-    base = next(r for r in table if r["pole"] == "base")
-    chosen: dict[str, float | None] = {}
-    for pole in POLES:
-        chosen[pole] = None
-        for row in sorted((r for r in table if r["pole"] == pole), key=lambda r: r["strength"]):
-            if not rule.ok(row, base):
-                break
-            chosen[pole] = row["strength"]
+def grid(n_layers: int, methods: tuple[str, ...] = ("npti", "vector"),
+         npti_sources: tuple[str, ...] = ("generated", "corpus")) -> list[str]:
+    """The method specs a sweep tries (see evaluate.Variant), base first."""
+    specs = ["base"]
+    if "npti" in methods:
+        specs += [f"npti@{src}:{s:g}" for src in npti_sources for s in NPTI_STRENGTHS[src]]
+    if "vector" in methods:
+        specs += [f"vector:{s:g}/{','.join(map(str, layers))}" for layers in vector_layer_sets(n_layers)
+                  for s in VECTOR_STRENGTHS]
+    return specs
+
+
+def pole_rows(frame: pd.DataFrame, rule: Fluent = Fluent()) -> list[dict]:
+    """One row per (trait, pole, variant) of a joined evaluate frame (see evaluate.joined), base included."""
+    out = []
+    for (trait, pole), g in frame.groupby(["trait", "pole"], sort=False):
+        base = g[g["variant"] == "base"]
+        base_by_q = base.groupby("question")["trait_score"].mean()
+        stats = {}
+        for variant, v in g.groupby("variant", sort=False):
+            p = v["trait_score"]
+            diff = (v.groupby("question")["trait_score"].mean() - base_by_q).dropna()
+            if pole == "low":
+                diff = -diff
+            stats[variant] = {
+                "trait": trait, "pole": pole, "variant": variant, "method": v["method"].iloc[0], "n": len(v),
+                "toward": round(float((p if pole == "high" else 1 - p).mean()), 4),
+                "win": round(float(((diff > 0) + 0.5 * (diff == 0)).mean()), 4) if len(diff) else math.nan,
+                "repeat4": round(float(v["repeat4"].mean()), 4), "distinct2": round(float(v["distinct2"].mean()), 4),
+                "perplexity": round(float(v["perplexity"].median()), 3)}
+        if "base" not in stats:
+            raise ValueError(f"the sweep of {trait} {pole} has no base answers to compare with")
+        for row in stats.values():
+            row["fluent"] = bool(rule.ok(row, stats["base"]))
+            out.append(row)
+    return out
+
+
+def _strength(variant: str) -> float:
+    from .evaluate import Variant
+
+    return Variant.parse(variant).strength or 0.0
+
+
+def choose(rows: list[dict], method: str) -> dict[tuple[str, str], str | None]:
+    """Per (trait, pole), the variant of `method` with the best win rate among the fluent ones (ties: higher
+    `toward`, then the weaker strength); None where none is fluent."""
+    chosen: dict[tuple[str, str], str | None] = {}
+    for r in rows:
+        chosen.setdefault((r["trait"], r["pole"]), None)
+    for key in chosen:
+        fluent = [r for r in rows if (r["trait"], r["pole"]) == key and r["method"] == method and r["fluent"]
+                  and not math.isnan(r["win"])]
+        if fluent:
+            best = max(fluent, key=lambda r: (r["win"], r["toward"], -_strength(r["variant"])))
+            chosen[key] = best["variant"]
     return chosen
 
 
-def rule_dict(rule: Fluent = Fluent()) -> dict:
-    return asdict(rule)
+def record_choices(folder: Path, rows: list[dict], settings: dict, rule: Fluent = Fluent()) -> dict:
+    """Write the sweep and the chosen defaults: NPTI's per-pole source (manifest `npti_default_source`) and
+    strength (in that source's profile), the vector's per-pole strength and layers (in its card). A pole with no
+    fluent configuration keeps what it had. Returns {method: {"<trait> <pole>": variant or None}}."""
+    from .build import read_manifest, write_manifest
+    from .evaluate import Variant
+    from .methods import profile_path
+    from .profile import NeuronProfile
+    from .vector import TraitVector
+
+    manifest = read_manifest(folder)
+    summary: dict = {}
+    for method in ("npti", "vector"):
+        picks = choose(rows, method)
+        summary[method] = {f"{t} {p}": v for (t, p), v in picks.items()}
+        for (trait, pole), variant in picks.items():
+            if variant is None:
+                continue
+            v = Variant.parse(variant)
+            if method == "npti":
+                path = profile_path(folder, trait, pole, v.source)
+                profile = NeuronProfile.load(path)
+                profile.meta.pop("default_top_neurons", None)
+                profile.meta["default_strength"] = v.strength
+                profile.save(path)
+                manifest.setdefault("npti_default_source", {}).setdefault(trait, {})[pole] = v.source
+            else:
+                vec = TraitVector.load(folder, trait)
+                vec.meta.setdefault("defaults", {})[pole] = {"strength": v.strength, "layers": list(v.layers)}
+                vec.save(folder)
+    for trait in dict.fromkeys(r["trait"] for r in rows):
+        manifest.setdefault("selection_sweep", {})[trait] = {
+            "settings": settings, "rule": asdict(rule), "rows": [r for r in rows if r["trait"] == trait],
+            "chosen": {m: {k: v for k, v in s.items() if k.startswith(trait + " ")} for m, s in summary.items()}}
+    write_manifest(folder, manifest)
+    return summary
+

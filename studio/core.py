@@ -22,8 +22,8 @@ from steering.models import LoadedModel
 from steering.traits import check_pole, check_trait
 
 LABELS = {"base": "Base model", "simple": "Simple prompt", "p2": "P² persona prompt", "sft": "LoRA fine-tune",
-          "npti": "NPTI (neurons)"}
-SLOT_NAMES = "ABCDE"
+          "npti": "NPTI (neurons)", "vector": "Activation vector"}
+SLOT_NAMES = "ABCDEF"
 
 
 def target_text(trait: str, pole: str) -> str:
@@ -39,6 +39,7 @@ class Column:
     text: str | None  # None: unavailable
     params: dict
     reason: str | None = None  # why the method is unavailable
+    readout: tuple[tuple[str, float], ...] | None = None  # (token, trait read-out) where the trait has a vector
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,9 @@ class Studio:
         self._run = self.gpu(self._answer_rows)
         self._exports = Path(tempfile.mkdtemp(prefix="persona-studio-"))  # one folder, overwritten per download
 
-    def _answer_rows(self, rows: list, on_step: Callable[[int], None] | None, decoding: Decoding) -> list:
-        return answer_rows(self.lm, rows, decoding, self.profiles, on_step=on_step)
+    def _answer_rows(self, rows: list, on_step: Callable[[int], None] | None, decoding: Decoding,
+                     readout: bool = False) -> list:
+        return answer_rows(self.lm, rows, decoding, self.profiles, on_step=on_step, readout=readout)
 
     # -- what the pages ask before generating ---------------------------------------------------------------
     def availability(self, trait: str, pole: str) -> dict[str, str | None]:
@@ -85,10 +87,11 @@ class Studio:
         trait, pole = check_trait(trait), check_pole(pole)
         return {m: unavailable(self.lm, m, trait, pole, self.profiles) for m in METHODS}
 
-    def default_strength(self, trait: str, pole: str) -> float | None:
+    def default_strength(self, trait: str, pole: str, method: str = "npti") -> float | None:
+        """The shipped strength of NPTI (or the vector) for a pole; None where the method has no artefacts here."""
         try:
-            return default_strength(self.lm, check_trait(trait), check_pole(pole), self.profiles)
-        except Exception:  # noqa: BLE001 - no profile: NPTI is shown as unavailable with its reason
+            return default_strength(self.lm, check_trait(trait), check_pole(pole), self.profiles, method)
+        except Exception:  # noqa: BLE001 - no profile: the method is shown as unavailable with its reason
             return None
 
     @staticmethod
@@ -98,25 +101,28 @@ class Studio:
 
     # -- generation -----------------------------------------------------------------------------------------
     def _generate(self, requests: list[Request], question: str, on_step: Callable[[int], None] | None,
-                  decoding: Decoding | None = None) -> tuple[list, float]:
+                  decoding: Decoding | None = None, readout: bool = False) -> tuple[list, float]:
         with self._lock:
             started = time.perf_counter()
             out = self._run([(r, question) for r in requests], on_step if self.step_progress else None,
-                            decoding or self.decoding)
+                            decoding or self.decoding, readout)
             return out, time.perf_counter() - started
 
     def compare(self, question: str, trait: str, pole: str, methods: list[str], strength: float | None = None,
                 seed: int = 0, custom: bool | None = None,
-                on_step: Callable[[int], None] | None = None) -> CompareResult:
+                on_step: Callable[[int], None] | None = None, vector_strength: float | None = None) -> CompareResult:
         """Every chosen method answers the question in one batch; unavailable ones come back with the reason.
-        The round is recorded (kind "compare"); `custom` (None: whether the question is not one of the bank's
-        development questions for the trait) marks typed questions."""
+        `strength` is NPTI's and `vector_strength` the vector's (None: the pole's shipped default). Each answer
+        carries the trait read-out of its tokens where the trait has a vector. The round is recorded (kind
+        "compare"); `custom` (None: whether the question is not one of the bank's development questions for the
+        trait) marks typed questions."""
         question = check_question(question)
         trait, pole = check_trait(trait), check_pole(pole)
         if custom is None:
             custom = question not in bank_questions(trait, "dev")
-        if strength is not None:
-            check_strength(strength)
+        for s in (strength, vector_strength):
+            if s is not None:
+                check_strength(s)
         unknown = [m for m in methods if m not in METHODS]
         if unknown or not methods:
             raise ValueError(f"choose at least one method among {', '.join(METHODS)}" +
@@ -126,10 +132,11 @@ class Studio:
         columns: dict[str, Column] = {m: Column(m, LABELS[m], None, {}, status[m]) for m in methods if status[m]}
         round_id, seconds = None, 0.0
         if ready:
-            requests = [Request(m, trait, pole, strength if m == "npti" else None, seed) for m in ready]
-            out, seconds = self._generate(requests, question, on_step)
+            given = {"npti": strength, "vector": vector_strength}
+            requests = [Request(m, trait, pole, given.get(m), seed) for m in ready]
+            out, seconds = self._generate(requests, question, on_step, readout=True)
             for m, (ans, params) in zip(ready, out):
-                columns[m] = Column(m, LABELS[m], ans.text, {**params, "n_tokens": ans.n_tokens})
+                columns[m] = Column(m, LABELS[m], ans.text, {**params, "n_tokens": ans.n_tokens}, None, ans.readout)
             try:
                 round_id = self.store.record_round(RoundIn(
                     kind="compare", question=question, custom=custom, trait=trait, pole=pole, model=self.lm.name,
@@ -174,18 +181,18 @@ class Studio:
 
     # -- automatic judges beside the human ratings --------------------------------------------------------------
     def judges(self) -> list[str]:
-        """The judges this studio can run: the offline proxy always, the LLM judge where an endpoint is set
+        """The judges this studio can run: the offline judge always, the LLM judge where an endpoint is set
         (PERSONA_STUDIO_JUDGE_BASE_URL or OPENAI_BASE_URL, or an OPENAI_API_KEY)."""
         import os
 
-        names = ["offline-proxy"]
+        names = ["offline"]
         if any(os.environ.get(v) for v in ("PERSONA_STUDIO_JUDGE_BASE_URL", "OPENAI_BASE_URL",
                                            "PERSONA_STUDIO_JUDGE_API_KEY", "OPENAI_API_KEY")):
             names.append("llm")
         return names
 
     def _judge(self, kind: str):
-        if kind == "offline-proxy":
+        if kind == "offline":
             from steering.evaluate import OfflineJudge
 
             return OfflineJudge(self.lm)
@@ -195,7 +202,7 @@ class Studio:
             return OpenAIJudge(JudgeSettings.from_env())
         raise ValueError(f"unknown judge {kind!r}: choose one of {', '.join(self.judges())}")
 
-    def judge_rated(self, kind: str = "offline-proxy") -> int:
+    def judge_rated(self, kind: str = "offline") -> int:
         """Judge every human-rated output this judge has not scored yet and store the scores; return how many."""
         from steering.judge import JudgeItem
 
@@ -208,7 +215,7 @@ class Studio:
             return 0
         items = [JudgeItem(q, t, tr, p) for q, t, tr, p in
                  zip(todo["question"], todo["text"], todo["trait"], todo["pole"])]
-        if kind == "offline-proxy":
+        if kind == "offline":
             with self._lock:  # the offline judge runs the model (perplexity)
                 found = judge.judge(items)
         else:  # network calls: generation goes on meanwhile

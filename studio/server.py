@@ -42,6 +42,7 @@ class CompareAsk(BaseModel):
     pole: str
     methods: list[str] = Field(default_factory=lambda: list(LABELS))
     strength: float | None = None
+    vector_strength: float | None = None
     seed: int = Field(default=0, ge=0, lt=2**31)
 
 
@@ -80,12 +81,14 @@ def api(studio: Studio) -> FastAPI:
     @app.post("/api/compare")
     def compare(ask: CompareAsk):
         try:
-            result = studio.compare(ask.question, ask.trait, ask.pole, ask.methods, ask.strength, ask.seed)
+            result = studio.compare(ask.question, ask.trait, ask.pole, ask.methods, ask.strength, ask.seed,
+                                    vector_strength=ask.vector_strength)
         except (ValueError, StoreBusy, MethodUnavailable) as exc:
             return _refused(exc)
         return {"round": result.round_id, "question": result.question, "seconds": result.seconds,
                 "columns": [{"method": c.method, "name": c.label, "text": c.text, "params": c.params,
-                             "unavailable": c.reason} for c in result.columns]}
+                             "unavailable": c.reason, "readout": [list(t) for t in c.readout or ()]}
+                            for c in result.columns]}
 
     @app.get("/api/ratings.csv")
     def ratings_csv():

@@ -5,6 +5,7 @@ boxes, never rendered as HTML or Markdown."""
 
 from __future__ import annotations
 
+import html
 import json
 
 import gradio as gr
@@ -19,8 +20,29 @@ from .core import LABELS, SLOT_NAMES, Studio
 MAX_SLOTS = len(METHODS)
 INTRO = ("**Persona Studio** gives a small language model a Big Five personality trait in several ways and shows "
          "them side by side: the base model, a simple adjective prompt, a richer persona-description prompt (P²), "
-         "a LoRA adapter fine-tuned per trait pole, and NPTI, which finds the MLP neurons whose firing differs "
-         "between a trait's two poles and shifts them while the model writes (no training, no weight change).")
+         "a LoRA adapter fine-tuned per trait pole, NPTI, which finds the MLP neurons whose firing differs "
+         "between a trait's two poles and shifts them while the model writes (no training, no weight change), and "
+         "an activation vector added to the residual stream (the difference of the mean activations of our "
+         "corpus's high and low answers).")
+READOUT_LEGEND = ("Trait read-out per token: the projection of the model's residual stream on the trait's vector "
+                  "(<span style='background:rgba(33,102,172,.45)'>blue: reads like our low-pole answers</span>, "
+                  "<span style='background:rgba(230,120,20,.45)'>orange: like our high-pole answers</span>; "
+                  "+1 / -1 = the mean of our high / low answers). It reads; it does not steer.")
+
+
+def readout_html(readout) -> str:
+    """An answer's tokens coloured by the trait read-out, every piece HTML-escaped (model text is never markup)."""
+    if not readout:
+        return ""
+    spans = []
+    for piece, value in readout:
+        alpha = min(abs(value), 2.0) / 2.0 * 0.6
+        rgb = "230,120,20" if value > 0 else "33,102,172"
+        spans.append(f"<span title='{value:+.2f}' style='background:rgba({rgb},{alpha:.2f})'>"
+                     f"{html.escape(piece)}</span>")
+    mean = sum(v for _, v in readout) / len(readout)
+    return (f"<div class='readout'><b>mean read-out {mean:+.2f}</b><div style='white-space:pre-wrap'>"
+            + "".join(spans) + "</div></div>")
 
 
 def _params_md(column) -> str:
@@ -46,49 +68,58 @@ def compare_tab(studio: Studio) -> None:
             pole = gr.Radio(list(POLES), value="high", label="Pole")
             strength = gr.Slider(0, 4, value=studio.default_strength("Extraversion", "high") or 1.0, step=0.05,
                                  label="NPTI strength", info="defaults to the profile's shipped strength")
+            vstrength = gr.Slider(0, 0.5, value=studio.default_strength("Extraversion", "high", "vector") or 0.1,
+                                  step=0.01, label="Vector strength",
+                                  info="a fraction of each steered layer's typical residual norm; defaults to the "
+                                       "shipped one")
     methods = gr.CheckboxGroup([(LABELS[m], m) for m in METHODS], value=list(METHODS), label="Methods")
     with gr.Row():
         seed = gr.Number(value=0, precision=0, label="Seed", minimum=0, maximum=2**31 - 1)
         go = gr.Button("Generate", variant="primary")
         reseed = gr.Button("New seed")
     status = gr.Markdown(elem_id="compare-status")
-    boxes, notes, cols = [], [], []
+    boxes, notes, cols, reads = [], [], [], []
     with gr.Row(equal_height=True):
         for m in METHODS:
             with gr.Column(min_width=200) as col:
                 gr.Markdown(f"### {LABELS[m]}")
                 boxes.append(gr.Textbox(label=LABELS[m], show_label=False, lines=10, interactive=False,
                                         elem_classes=["answer", f"answer-{m}"]))
+                reads.append(gr.HTML(elem_classes=["readout", f"readout-{m}"]))
                 notes.append(gr.Markdown(elem_classes=["params"]))
             cols.append(col)
+    gr.Markdown(READOUT_LEGEND)
     draw.click(lambda t: studio.draw_question(t), trait, question)
 
     def on_pole(t, p):
-        value = studio.default_strength(t, p)
-        return gr.update(value=value if value is not None else 1.0)
+        value, vector = studio.default_strength(t, p), studio.default_strength(t, p, "vector")
+        return (gr.update(value=value if value is not None else 1.0),
+                gr.update(value=vector if vector is not None else 0.1))
 
-    trait.change(on_pole, [trait, pole], strength)
-    pole.change(on_pole, [trait, pole], strength)
+    trait.change(on_pole, [trait, pole], [strength, vstrength])
+    pole.change(on_pole, [trait, pole], [strength, vstrength])
 
-    def run(q, t, p, s, ms, sd, progress=gr.Progress()):
+    def run(q, t, p, s, ms, sd, vs, progress=gr.Progress()):
         total = studio.decoding.max_new_tokens
         progress(0, desc="generating every method in one batch")
         try:
             result = studio.compare(q or "", t, p, list(ms or []), float(s), int(sd or 0),
-                                    on_step=lambda n: progress((min(n, total), total), desc="tokens"))
+                                    on_step=lambda n: progress((min(n, total), total), desc="tokens"),
+                                    vector_strength=float(vs) if vs is not None else None)
         except (ValueError, StoreBusy, MethodUnavailable) as exc:
             _fail(exc)
         by = {c.method: c for c in result.columns}
         outs = [gr.update(visible=m in by) for m in METHODS]
         outs += [gr.update(value=by[m].text or "") if m in by else gr.update() for m in METHODS]
         outs += [gr.update(value=_params_md(by[m])) if m in by else gr.update() for m in METHODS]
+        outs += [gr.update(value=readout_html(by[m].readout)) if m in by else gr.update() for m in METHODS]
         saved = "" if result.round_id else " (not saved: the database was busy)"
         outs.append(f"{len([c for c in result.columns if c.text is not None])} answers in one batch, "
                     f"{result.seconds:.1f} s{saved}")
         return outs
 
-    outputs = [*cols, *boxes, *notes, status]
-    inputs = [question, trait, pole, strength, methods, seed]
+    outputs = [*cols, *boxes, *notes, *reads, status]
+    inputs = [question, trait, pole, strength, methods, seed, vstrength]
     go.click(run, inputs, outputs, api_name="compare")
 
     def new_seed(sd):
@@ -204,12 +235,14 @@ def results_tab(studio: Studio) -> None:
     plot = gr.Plot(label="Trait scores")
     download = gr.DownloadButton("Download all ratings (CSV)")
     gr.Markdown("#### Automatic judges beside the human ratings\nScore the human-rated answers with a judge and "
-                "compare. The offline judge is a **proxy** (an embedding score against the persona bank, and "
-                "perplexity x repetition); the LLM judge needs an OpenAI-compatible endpoint in the environment. "
-                "Judge scores are turned toward the target pole before comparing; agreement is Spearman's rank "
-                "correlation over answers.")
+                "compare. **offline**: the offline judge (trained on our corpus), not ground truth. Its trait score "
+                "is P(the text reads like our answers of the target pole), 0-1, higher is better; its fluency is "
+                "0-1, 1 / (perplexity under the unsteered model x (1 + repeated 4-gram share)), higher is better "
+                "(unsteered answers score about 0.2-0.3). **llm**: an LLM judge on an OpenAI-compatible endpoint "
+                "from the environment, 1-5 for both, higher is better. Judge scores are turned toward the target "
+                "pole before comparing; agreement is Spearman's rank correlation over answers.")
     with gr.Row():
-        which = gr.Dropdown(studio.judges(), value="offline-proxy", label="Judge")
+        which = gr.Dropdown(studio.judges(), value="offline", label="Judge")
         run_judge = gr.Button("Judge the rated answers")
     agreement = gr.Markdown()
     by_method = gr.Dataframe(label="Human and judge means per method (judge scores toward the target)",

@@ -25,6 +25,17 @@ def pole_pair(lm, n: int = 12, seed: int = 0, trait: str = "Extraversion"):
     return high, low
 
 
+def random_vector(lm, seed: int = 0, layers=(1,), trait: str = "Extraversion"):
+    """A trait vector of random directions and norms for a tiny model (read-out at the last layer)."""
+    from steering.vector import TraitVector
+
+    rng = np.random.default_rng(seed)
+    config = lm.model.config
+    n, h = lm.sites.n_layers, getattr(config, "hidden_size", None) or config.n_embd
+    return TraitVector(trait, lm.identity, rng.normal(size=(n, h)), rng.uniform(1, 3, n), rng.normal(size=n),
+                       readout_layer=n - 1, layers=layers)
+
+
 @contextmanager
 def capture(lm):
     """Record every site's input and (final, post-steering) output per call: {layer: [(input, output), ...]}.
@@ -62,6 +73,7 @@ def tiny_shipped(root, adapter_pole: str | None = None):
     high, low = pole_pair(lm, n=12)
     high.save(folder / "Extraversion_high.json")
     low.save(folder / "Extraversion_low.json")
+    random_vector(lm).save(folder)
     if adapter_pole:
         from test_finetune import _random_adapter
 

@@ -74,7 +74,7 @@ def _rate_blind_round(page, n_expected: int | None = None) -> int:
     if n_expected is not None:
         assert n == n_expected
     assert _method_names_in(page.content()) == [], "a method name reached the page before the vote"
-    for i, slot in enumerate("ABCDE"[:n]):
+    for i, slot in enumerate("ABCDEF"[:n]):
         page.locator(f".trait-{slot} label", has_text=str(1 + i % 5)).click()
         page.locator(f".fluency-{slot} label", has_text=str(5 - i % 5)).click()
     page.locator("#blind-best label", has_text="B").click()
@@ -127,14 +127,17 @@ def test_model_output_is_shown_as_text_never_run(browser, tmp_path):
     from studio.server import create_app
 
     lm_studio = _tiny_studio(tmp_path)
-    lm_studio._run = lambda rows, *_: [(Answer(HOSTILE, 5, True), {"method": r.method, "seed": r.seed})
-                                            for r, _ in rows]
+    # the read-out colours each token: the hostile text arrives there as a token too
+    lm_studio._run = lambda rows, *_: [(Answer(HOSTILE, 5, True, (HOSTILE,), ((HOSTILE, 0.7),)),
+                                        {"method": r.method, "seed": r.seed}) for r, _ in rows]
     with serve(create_app(lm_studio)) as base:
         page = browser.new_page()
         page.goto(base + "/")
         page.locator("textarea").first.fill("<i>hello</i>?")
         page.get_by_role("button", name="Generate").click()
         expect(page.locator(".answer-base textarea")).to_have_value(HOSTILE, timeout=60_000)
+        expect(page.locator(".readout-base")).to_contain_text("mean read-out +0.70")
+        expect(page.locator(".readout-base")).to_contain_text("<script>")  # shown as text
         page.goto(base + "/blind/")
         _rate_blind_round(page)
         assert page.locator(".blind-answer textarea").first.input_value() == HOSTILE

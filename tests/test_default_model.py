@@ -68,53 +68,41 @@ def test_every_shipped_profile_fits_the_real_default_model(default_lm):
             assert target.pole == pole and other.pole != pole
 
 
-# The traits whose shipped artefacts move the offline proxy apart most clearly: NPTI's defaults on Openness (see the
-# strength sweep in the manifest), and the LoRA adapters on Extraversion, the one trait whose persona-prompted
-# training answers themselves score above (high) and below (low) the base model's answers on the proxy.
-NPTI_PROXY_TRAIT = "Openness"
-SFT_PROXY_TRAIT = "Extraversion"
+def _margin(lm, pairs, adapter=None) -> float:
+    """How much more likely (mean log-probability per token) the model finds the corpus's high answers than its low
+    answers to the same questions, read with teacher forcing."""
+    from steering.forced import answer_logprob
+
+    high = answer_logprob(lm, [(p.question, p.high) for p in pairs], [adapter] * len(pairs) if adapter else None)
+    low = answer_logprob(lm, [(p.question, p.low) for p in pairs], [adapter] * len(pairs) if adapter else None)
+    return sum(high) / len(high) - sum(low) / len(low)
 
 
-@pytest.fixture(scope="module")
-def proxy_score(default_lm):
-    """Mean proxy score of a method's answers to every development question of a trait, with the strength sweep's
-    protocol (96 new tokens, greedy); memoised, so the base model is scored once per trait."""
-    from functools import cache
+@pytest.mark.parametrize("trait", ["Openness", "Conscientiousness", "Extraversion", "Agreeableness", "Neuroticism"])
+def test_each_shipped_adapter_and_vector_makes_its_poles_answers_more_likely(default_lm, trait):
+    """Direction of effect without sampling or a judge: on 8 development pairs the model is scored reading our high
+    and our low answers. The high adapter (and the vector pushed high) must raise the high answers' likelihood
+    relative to the low ones' above the base model's margin, the low ones must lower it. (This replaces a check on
+    the old embedding proxy, which was too noisy to gate anything: it flipped on a CPU with other 4-bit kernels.)"""
+    from steering.corpus import load_corpus
+    from steering.methods import load_adapter, load_vector
+    from steering.vector import VectorPush, steer_vectors
 
-    from steering import bank
-    from steering.methods import Request, answer
-    from steering.proxy import TraitProxy
-
-    proxy = TraitProxy()
-
-    @cache
-    def score(trait: str, method: str, pole: str = "high") -> float:
-        questions = bank.questions(trait, "dev")
-        answers, _ = answer(default_lm, Request(method, trait, pole), questions, Decoding(max_new_tokens=96))
-        return float(proxy.score(trait, [a.text for a in answers]).mean())
-
-    return score
-
-
-def test_shipped_high_and_low_profiles_move_the_proxy_in_opposite_directions(proxy_score):
-    """At the shipped default strengths, on development questions the search never saw. The effect is small on this
-    135M model and the proxy is weak (see the README): this checks direction, not size."""
-    t = NPTI_PROXY_TRAIT
-    high, base, low = proxy_score(t, "npti", "high"), proxy_score(t, "base"), proxy_score(t, "npti", "low")
-    assert high > base > low, (high, base, low)
+    pairs = load_corpus(trait, "dev")[:8]
+    base = _margin(default_lm, pairs)
+    high = _margin(default_lm, pairs, load_adapter(default_lm, trait, "high"))
+    low = _margin(default_lm, pairs, load_adapter(default_lm, trait, "low"))
+    assert high > base + 0.05 and low < base - 0.05, (high, base, low)
+    vec = load_vector(default_lm, trait)
+    margins = {}
+    for pole in ("high", "low"):
+        push = VectorPush(vec, pole, 0.07)
+        with steer_vectors(default_lm, [push] * len(pairs), steer_prompt=True):
+            margins[pole] = _margin(default_lm, pairs)
+    assert margins["high"] > base > margins["low"], (margins, base)
 
 
-def test_shipped_adapters_separate_the_poles_on_the_proxy(proxy_score):
-    """The fine-tuned baseline, same protocol. The high adapter moves the proxy up from the base model and well
-    above the low adapter. The low adapter does NOT move it below the base model: answering in the first person as
-    a persona at all lifts this proxy (measured: base 0.032, high 0.048, low 0.036 on Extraversion), although its
-    texts read introverted ("I'd rather be alone than with others ..."). See the README: the proxy is weak."""
-    t = SFT_PROXY_TRAIT
-    high, base, low = proxy_score(t, "sft", "high"), proxy_score(t, "base"), proxy_score(t, "sft", "low")
-    assert high > base and high - low > 0.005, (high, base, low)
-
-
-def test_a_round_of_all_five_methods_is_one_batch_on_the_real_model(default_lm):
+def test_a_round_of_every_method_is_one_batch_on_the_real_model(default_lm):
     from steering.methods import METHODS, Request, answer_rows
 
     rows = [(Request(m, "Extraversion", "low", seed=3), QUESTIONS[0]) for m in METHODS]

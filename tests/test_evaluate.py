@@ -8,6 +8,7 @@ import json
 import pandas as pd
 import pytest
 from helpers import tiny_shipped
+from steering.fileio import read_jsonl
 
 import steering.evaluate as evaluate
 from steering.evaluate import (OfflineJudge, Plan, generate_answers, joined, judge_answers, paper_table,
@@ -61,12 +62,12 @@ def test_answers_resume_and_the_table_is_recomputable_from_the_files(setup, monk
     judgments = judge_answers(judge, again, out)
     assert judge.calls == 16 and len(judge_answers(judge, again, out)) == 16 and judge.calls == 16
     table = write_outputs(joined(again, judgments), out, judge.name, evaluate.judge_scales(judge))
-    (out / "run.json").write_text(json.dumps(evaluate.run_settings(plan, lm.name, judge, QUESTIONS)))
+    (out / "run.json").write_text(json.dumps(evaluate.run_settings(plan, lm.name, judge, QUESTIONS, again)))
     assert list(table["method"]) == ["base", "simple", "npti", "npti"]
-    assert list(table.columns) == ["method", "strength", "Extraversion high", "Extraversion low",
+    assert list(table.columns) == ["method", "variant", "strength", "Extraversion high", "Extraversion low",
                                    "Extraversion fluency", "n", "missing"]
     # every number by hand from the files
-    rows = evaluate._read_jsonl(out / "answers.jsonl")
+    rows = read_jsonl(out / "answers.jsonl")
     assert len(rows) == 16  # the torn line is skipped, the rest intact
     scores = {j["key"]: j["trait_score"] for j in map(json.loads, (out / "judgments-length.jsonl").read_text().splitlines())}
     want = [s for r in rows if r["method"] == "simple" and r["pole"] == "low" and (s := scores[r["key"]]) is not None]
@@ -105,15 +106,18 @@ def test_failed_judgments_are_asked_again_and_missing_artefacts_stop_the_run_ear
     assert not (tmp / "answers.jsonl").exists()
 
 
-def test_offline_judge_is_labelled_a_proxy_and_scores_every_answer(setup):
+def test_offline_judge_is_labelled_and_scores_every_answer_on_0_1(setup):
     lm, folder, plan, out = setup
     answers = generate_answers(lm, Plan(("base",), ("Extraversion",), max_new_tokens=5), QUESTIONS, out)
     judge = OfflineJudge(lm)
     judgments = judge_answers(judge, answers, out)
-    assert all(isinstance(j["trait_score"], float) for j in judgments)
-    assert all(j["fluency_score"] is None or j["fluency_score"] >= 1.0 for j in judgments)
-    assert all("perplexity" in j["detail"] for j in judgments)
-    assert "PROXY" in evaluate.judge_scales(judge)["trait"] and "PROXY" in evaluate.judge_scales(judge)["fluency"]
+    assert all(isinstance(j["trait_score"], float) and 0 <= j["trait_score"] <= 1 for j in judgments)
+    for j in judgments:  # fluency = 1 / (perplexity x (1 + repeated 4-gram share)), in (0, 1]
+        d = j["detail"]
+        assert j["fluency_score"] == pytest.approx(1 / (d["perplexity"] * (1 + d["repeat4"])))
+        assert 0 < j["fluency_score"] <= 1
+    scales = evaluate.judge_scales(judge)
+    assert "trained on our corpus" in scales["trait"] and "higher is better" in scales["fluency"]
 
 
 def test_plan_refuses_bad_input():
@@ -127,16 +131,50 @@ def test_plan_refuses_bad_input():
 
 def test_paper_table_means_per_pole_on_hand_made_judgments():
     frame = pd.DataFrame([
-        {"key": "a", "method": "base", "strength": "-", "trait": "Openness", "pole": "high", "trait_score": 3.0, "fluency_score": 5.0},
-        {"key": "b", "method": "base", "strength": "-", "trait": "Openness", "pole": "high", "trait_score": 4.0, "fluency_score": 4.0},
-        {"key": "c", "method": "base", "strength": "-", "trait": "Openness", "pole": "low", "trait_score": 2.0, "fluency_score": None},
-        {"key": "d", "method": "npti", "strength": "1", "trait": "Openness", "pole": "low", "trait_score": 1.0, "fluency_score": 2.0},
+        {"key": "a", "method": "base", "variant": "base", "strength": "-", "trait": "Openness", "pole": "high", "trait_score": 3.0, "fluency_score": 5.0},
+        {"key": "b", "method": "base", "variant": "base", "strength": "-", "trait": "Openness", "pole": "high", "trait_score": 4.0, "fluency_score": 4.0},
+        {"key": "c", "method": "base", "variant": "base", "strength": "-", "trait": "Openness", "pole": "low", "trait_score": 2.0, "fluency_score": None},
+        {"key": "d", "method": "npti", "variant": "npti:1", "strength": "1", "trait": "Openness", "pole": "low", "trait_score": 1.0, "fluency_score": 2.0},
     ])
     table = paper_table(frame)
     base = table[table["method"] == "base"].iloc[0]
     assert base["Openness high"] == 3.5 and base["Openness low"] == 2.0 and base["Openness fluency"] == 4.5
     assert base["missing"] == 1 and base["n"] == 3
     assert table["method"].tolist() == ["base", "npti"]
+
+
+def test_pairs_table_separation_and_paired_win_rate_by_hand():
+    rows = []
+    # three questions: high beats low on q1, ties on q2, loses on q3 -> win rate (1 + 0.5 + 0) / 3
+    for q, (h, lo) in {"q1": (0.9, 0.2), "q2": (0.5, 0.5), "q3": (0.3, 0.6)}.items():
+        for pole, score in (("high", h), ("low", lo)):
+            rows.append({"key": f"{q}{pole}", "method": "vector", "variant": "vector", "resolved": "vector:0.1/1",
+                         "strength": "-", "trait": "Openness", "pole": pole, "question": q, "trait_score": score,
+                         "fluency_score": 0.3, "repeat4": 0.1 if pole == "high" else 0.0, "distinct2": 0.9,
+                         "perplexity": {"q1": 3.0, "q2": 4.0, "q3": 5.0}[q]})
+    table = evaluate.pairs_table(pd.DataFrame(rows, columns=evaluate.JOINED))
+    row = table.iloc[0]
+    assert row["high"] == pytest.approx(1.7 / 3) and row["low"] == pytest.approx(1.3 / 3)
+    assert row["separation"] == pytest.approx(0.4 / 3) and row["win_rate"] == pytest.approx(0.5)
+    assert row["repeat4"] == pytest.approx(0.05) and row["perplexity"] == 4.0 and row["n"] == 6
+
+
+def test_method_specs_parse_resolve_and_share_their_answers(setup):
+    from steering.evaluate import Variant, resolve
+
+    lm, folder, plan, out = setup
+    v = Variant.parse("npti@generated:0.5")
+    assert (v.method, v.source, v.strength) == ("npti", "generated", 0.5) and v.label() == "npti@generated:0.5"
+    assert Variant.parse("vector:0.05/14-16").layers == (14, 16) and Variant.parse("sft@persona").source == "persona"
+    with pytest.raises(ValueError, match="source 'corpus' is not one of base"):
+        Variant.parse("base@corpus")
+    with pytest.raises(ValueError, match="method spec 'npti:x'"):
+        Variant.parse("npti:x")
+    assert resolve(lm, Variant("npti"), "Extraversion", "high", folder).label() == "npti@generated:1"
+    # a spec and the explicit spec it resolves to are one set of answers
+    both = Plan(("npti", "npti@generated:1"), ("Extraversion",), max_new_tokens=3)
+    answers = generate_answers(lm, both, QUESTIONS, out, profiles=folder)
+    assert len(answers) == 8 and len({a["key"] for a in answers}) == 4
 
 
 @pytest.mark.slow
@@ -154,5 +192,5 @@ def test_evaluate_runs_end_to_end_on_the_default_model(default_home, tmp_path, m
     for trait in TRAITS:
         assert table[f"{trait} high"].notna().all() and table[f"{trait} low"].notna().all()
     assert (out / "strength.png").is_file() and "PROXY" in (out / "table.md").read_text()
-    pd.testing.assert_frame_equal(table_from_files(out, "offline-proxy"), table, check_dtype=False)
+    pd.testing.assert_frame_equal(table_from_files(out, "offline-judge"), table, check_dtype=False)
     assert len((out / "answers.jsonl").read_text().splitlines()) == 5 * 2 * 5 * 2

@@ -161,7 +161,7 @@ def test_a_round_of_every_method_runs_in_one_generate_call(chat_lm, tmp_path, mo
 
 
 def test_sft_without_an_adapter_says_how_to_train_one(chat_lm, tmp_path):
-    with pytest.raises(MethodUnavailable, match="steering finetune --trait Openness --pole low"):
+    with pytest.raises(MethodUnavailable, match="steering finetune --data corpus --trait Openness --pole low"):
         answer(chat_lm, Request("sft", "Openness", "low"), ["hi?"], Decoding(max_new_tokens=2), tmp_path)
 
 

@@ -65,9 +65,14 @@ def test_compare_answers_every_method_in_one_round_and_says_why_one_is_missing(s
     result = studio.compare("how was your weekend?", "Extraversion", "high", list(METHODS), strength=1.0, seed=2)
     by = {c.method: c for c in result.columns}
     assert list(by) == list(METHODS)
-    assert by["sft"].text is None and "finetune --trait Extraversion --pole high" in by["sft"].reason
+    assert by["sft"].text is None and "finetune --data corpus --trait Extraversion --pole high" in by["sft"].reason
     assert all(by[m].text is not None for m in METHODS if m != "sft")
     assert by["npti"].params["strength"] == 1.0
+    # every answer carries the trait read-out of its tokens (the trait has a vector), one value per token
+    for m in METHODS:
+        if m != "sft":
+            pieces = "".join(p for p, _ in by[m].readout or ()).replace(" ", "")
+            assert pieces and pieces == by[m].text.replace(" ", "")
     frame = studio.store.outputs_frame()
     assert sorted(frame["method"]) == sorted(m for m in METHODS if m != "sft")
     assert set(frame["round_id"]) == {result.round_id}
@@ -101,10 +106,10 @@ def test_blind_round_mapping_stays_on_the_server_until_the_vote(studio):
     # the offline judge scores the rated answers once, and its agreement with the rater can be read
     from steering.ratings import judge_agreement
 
-    assert studio.judge_rated("offline-proxy") == len(METHODS)
-    assert studio.judge_rated("offline-proxy") == 0
+    assert studio.judge_rated("offline") == len(METHODS)
+    assert studio.judge_rated("offline") == 0
     per_method, overall = judge_agreement(studio.store.ratings_frame(), studio.store.judgments_frame())
-    assert sorted(per_method["method"]) == sorted(METHODS) and overall["judge"].tolist() == ["offline-proxy"]
+    assert sorted(per_method["method"]) == sorted(METHODS) and overall["judge"].tolist() == ["offline-judge"]
     assert overall["trait_n"].item() == len(METHODS)
     with pytest.raises(ValueError, match="unknown judge"):
         studio.judge_rated("oracle")

@@ -1,4 +1,4 @@
-"""Fluency measures, the offline trait proxy and the choice of default strengths."""
+"""Fluency measures and the rule that chooses each pole's shipped NPTI and vector configuration."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from steering.fluency import distinct_n, perplexity, repeated_ngram_share
-from steering.proxy import TraitProxy, first_person
-from steering.sweep import Fluent, choose_defaults
+from steering.sweep import Fluent, choose, grid, pole_rows, vector_layer_sets
 
 
 def test_repetition_and_diversity_on_known_texts():
@@ -37,52 +36,84 @@ def test_perplexity_matches_a_direct_computation(tiny_chat):
     assert perplexity(lm, [q, "a much longer question here?"], [a, "ok"])[0] == pytest.approx(ppl, rel=1e-4)
 
 
-def test_choose_defaults_takes_the_strongest_fluent_strength():
-    base = {"pole": "base", "strength": 0.0, "repeat4": 0.02, "distinct2": 0.9, "perplexity": 4.0}
-    rows = [base] + [
-        {"pole": "high", "strength": 0.5, "repeat4": 0.03, "distinct2": 0.88, "perplexity": 5.0},
-        {"pole": "high", "strength": 1.0, "repeat4": 0.06, "distinct2": 0.86, "perplexity": 5.9},
-        {"pole": "high", "strength": 1.5, "repeat4": 0.30, "distinct2": 0.5, "perplexity": 9.0},
-        {"pole": "high", "strength": 2.0, "repeat4": 0.02, "distinct2": 0.9, "perplexity": 4.0},  # after a failure
-        {"pole": "low", "strength": 0.5, "repeat4": 0.10, "distinct2": 0.8, "perplexity": 4.0},
-        {"pole": "low", "strength": 1.0, "repeat4": 0.02, "distinct2": 0.9, "perplexity": 4.0},
-    ]
-    assert choose_defaults(rows) == {"high": 1.0, "low": None}
-    assert choose_defaults(rows, Fluent(max_perplexity_ratio=1.2))["high"] is None
+def _frame(scores: dict) -> "pd.DataFrame":
+    """A joined evaluate frame from {(variant, pole): [P(high) per question]} with fixed fluency numbers, except
+    that variant 'npti@corpus:2' repeats itself."""
+    import pandas as pd
+
+    from steering.evaluate import JOINED
+
+    rows = []
+    for (variant, pole), ps in scores.items():
+        for i, p in enumerate(ps):
+            loop = variant == "npti@corpus:2"
+            rows.append({"key": f"{variant}{pole}{i}", "method": variant.split("@")[0].split(":")[0],
+                         "variant": variant, "resolved": variant, "strength": "-", "trait": "Openness", "pole": pole,
+                         "question": f"q{i}", "trait_score": p, "fluency_score": 0.3,
+                         "repeat4": 0.2 if loop else 0.01, "distinct2": 0.9, "perplexity": 4.0})
+    return pd.DataFrame(rows, columns=JOINED)
 
 
-def test_first_person_rewrite():
-    assert first_person("You are calm. Your friends trust you, and you're kind.") == \
-        "I am calm. My friends trust I, and I'm kind."
+def test_the_rule_picks_the_best_fluent_win_rate_per_pole():
+    base = [0.5, 0.5, 0.5, 0.5]
+    frame = _frame({
+        ("base", "high"): base, ("base", "low"): base,
+        ("npti@generated:1", "high"): [0.6, 0.6, 0.4, 0.5],  # win (1 + 1 + 0 + 0.5) / 4 = 0.625
+        ("npti@corpus:1", "high"): [0.6, 0.6, 0.6, 0.4],  # 0.75
+        ("npti@corpus:2", "high"): [0.9, 0.9, 0.9, 0.9],  # 1.0, but it loops: not fluent
+        ("npti@generated:1", "low"): [0.4, 0.4, 0.4, 0.4],  # 1.0 toward low
+        ("npti@corpus:1", "low"): [0.45, 0.45, 0.45, 0.45],  # 1.0 too, but less far: loses the tie
+        ("vector:0.05/1,2,3", "high"): [0.5, 0.5, 0.5, 0.5],  # all ties: 0.5
+    })
+    rows = pole_rows(frame)
+    by = {(r["pole"], r["variant"]): r for r in rows}
+    assert by[("high", "npti@generated:1")]["win"] == 0.625 and by[("high", "npti@corpus:1")]["win"] == 0.75
+    assert not by[("high", "npti@corpus:2")]["fluent"] and by[("high", "npti@corpus:1")]["fluent"]
+    assert by[("low", "npti@generated:1")]["toward"] == 0.6
+    picks = choose(rows, "npti")
+    assert picks == {("Openness", "high"): "npti@corpus:1", ("Openness", "low"): "npti@generated:1"}
+    assert choose(rows, "vector") == {("Openness", "high"): "vector:0.05/1,2,3", ("Openness", "low"): None}
+    assert choose(rows, "npti") != choose(pole_rows(frame, Fluent(max_repeat_increase=1.0)), "npti")
 
 
-@pytest.fixture(scope="module")
-def proxy():
-    return TraitProxy()
+def test_the_grid_covers_both_sources_and_three_layer_sets():
+    assert vector_layer_sets(30) == [(9, 10, 11), (14, 15, 16), (19, 20, 21)]
+    assert vector_layer_sets(3) == [(0, 1, 2)]
+    specs = grid(30)
+    assert specs[0] == "base" and "npti@generated:1" in specs and "npti@corpus:2" in specs
+    assert "vector:0.07/14,15,16" in specs and len(specs) == 1 + 7 + 9
 
 
-def test_proxy_leans_the_right_way_on_plain_examples(proxy):
-    s = proxy.score("Extraversion", [
-        "I love big parties! I talk to everyone, dance all night and invite strangers to join our group.",
-        "I prefer a quiet evening at home with a book. Crowds tire me and I leave parties early.",
-    ])
-    assert s[0] > 0 > s[1]
-
-
-def test_a_variant_becomes_the_default_only_where_the_papers_method_was_not_fluent(tiny_llama, tmp_path):
-    from helpers import pole_pair
+def test_choices_land_in_the_profiles_the_vector_card_and_the_manifest(tiny_llama, tmp_path):
+    from helpers import pole_pair, random_vector
 
     from steering import NeuronProfile
-    from steering.build import read_manifest, record_sweep
+    from steering.build import read_manifest
+    from steering.methods import npti_source, profile_path
+    from steering.sweep import record_choices
+    from steering.vector import TraitVector
 
-    high, low = pole_pair(tiny_llama)
-    high.save(tmp_path / "Extraversion_high.json")
-    low.save(tmp_path / "Extraversion_low.json")
-    record_sweep(tmp_path, "Extraversion", [{"exact": 1}], {"high": 1.0, "low": None}, {})
-    record_sweep(tmp_path, "Extraversion", [{"variant": 1}], {"high": 1.5, "low": 0.5}, {}, top=5)
-    entry = read_manifest(tmp_path)["traits"]["Extraversion"]
-    assert entry["high"] == {"default_strength": 1.0}
-    assert entry["low"] == {"default_strength": 0.5, "default_top_neurons": 5}
-    assert entry["sweep"]["table"] == [{"exact": 1}] and entry["sweep_variants"]["top5"]["table"] == [{"variant": 1}]
-    assert NeuronProfile.load(tmp_path / "Extraversion_low.json").meta["default_top_neurons"] == 5
-    assert "default_top_neurons" not in NeuronProfile.load(tmp_path / "Extraversion_high.json").meta
+    high, low = pole_pair(tiny_llama, trait="Openness")
+    for p in (high, low):
+        for source in ("generated", "corpus"):
+            p.save(profile_path(tmp_path, "Openness", p.pole, source))
+    random_vector(tiny_llama, trait="Openness").save(tmp_path)
+    rows = [{"trait": "Openness", "pole": "high", "variant": "npti@corpus:1.5", "method": "npti", "win": 0.8,
+             "toward": 0.6, "fluent": True},
+            {"trait": "Openness", "pole": "high", "variant": "vector:0.07/0,1", "method": "vector", "win": 0.9,
+             "toward": 0.7, "fluent": True},
+            {"trait": "Openness", "pole": "low", "variant": "npti@generated:2", "method": "npti", "win": 0.9,
+             "toward": 0.7, "fluent": False}]
+    summary = record_choices(tmp_path, rows, {"questions": 4})
+    assert summary["npti"] == {"Openness high": "npti@corpus:1.5", "Openness low": None}
+    assert NeuronProfile.load(profile_path(tmp_path, "Openness", "high", "corpus")).meta["default_strength"] == 1.5
+    assert "default_strength" not in NeuronProfile.load(profile_path(tmp_path, "Openness", "low", "generated")).meta
+    assert TraitVector.load(tmp_path, "Openness").meta["defaults"] == {"high": {"strength": 0.07, "layers": [0, 1]}}
+    manifest = read_manifest(tmp_path)
+    assert manifest["npti_default_source"] == {"Openness": {"high": "corpus"}}
+    assert manifest["selection_sweep"]["Openness"]["settings"] == {"questions": 4}
+
+    class FakeLM:
+        name = "tiny"
+    assert npti_source(FakeLM(), "Openness", "high", tmp_path) == "corpus"
+    assert npti_source(FakeLM(), "Openness", "low", tmp_path) == "generated"
