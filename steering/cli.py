@@ -207,13 +207,20 @@ def cmd_generate(args) -> int:
     """Answer every question of a PersonalityBench JSONL file with one method for one trait pole, and write each
     line back with its "answer" and the parameters used."""
     from .generation import Decoding
-    from .methods import Request, answer
+    from .methods import MethodUnavailable, Request, answer, unavailable
     from .questions import read_questions, write_jsonl
 
     rows = read_questions(args.questions)
     request = Request(args.method, args.trait, args.pole, args.strength, args.seed, args.top_neurons, args.source,
                       tuple(args.layers) if args.layers else None)
     lm = _load(args)
+    profiles = Path(args.profiles) if args.profiles else None
+    if request.layers:
+        from .vector import check_layers
+
+        check_layers(request.layers, lm.sites.n_layers)
+    if why := unavailable(lm, request.method, request.trait, request.pole, profiles, request.source):
+        raise MethodUnavailable(why)  # before any generation: one line, nothing written
     decoding = Decoding(max_new_tokens=args.max_new_tokens)
     out = []
     batches = [rows[i:i + args.batch_size] for i in range(0, len(rows), args.batch_size)]

@@ -289,7 +289,7 @@ def unavailable(lm: LoadedModel, method: str, trait: str, pole: str, profiles: P
             if _adapter_id(trait, pole, source) not in loaded_adapters(lm):
                 folder = adapter_folder(lm, trait, pole, source, profiles)
                 if not (folder / "adapter_config.json").is_file():
-                    return (f"no LoRA adapter for {trait} {pole} on {lm.name}: train one with "
+                    return (f"no LoRA adapter {folder.name} in {folder.parent}: train it with "
                             f"`python -m steering finetune --data {source} --trait {trait} --pole {pole}`")
                 check_adapter(lm, folder)
         elif method == "npti":

@@ -22,8 +22,9 @@ import pandas as pd
 
 from .traits import POLES
 
-NPTI_STRENGTHS: dict[str, tuple[float, ...]] = {"generated": (0.5, 1.0, 1.5), "corpus": (0.5, 1.0, 1.5, 2.0)}
-VECTOR_STRENGTHS: tuple[float, ...] = (0.04, 0.07, 0.1)
+# Small on purpose: every configuration costs two poles x every development question of five traits on a CPU.
+NPTI_STRENGTHS: dict[str, tuple[float, ...]] = {"generated": (1.0, 1.5), "corpus": (1.0, 1.5, 2.0)}
+VECTOR_STRENGTHS: tuple[float, ...] = (0.05, 0.08)
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,9 @@ class Fluent:
 
 
 def vector_layer_sets(n_layers: int) -> list[tuple[int, ...]]:
-    """Three sets of three consecutive layers: around one third, the middle and two thirds of the model."""
+    """Two sets of three consecutive layers: around one third and around the middle of the model."""
     out = []
-    for centre in (n_layers // 3, n_layers // 2, (2 * n_layers) // 3):
+    for centre in (n_layers // 3, n_layers // 2):
         start = min(max(0, centre - 1), n_layers - 3)
         out.append(tuple(range(start, start + 3)))
     return list(dict.fromkeys(out))
@@ -93,15 +94,21 @@ def _strength(variant: str) -> float:
     return Variant.parse(variant).strength or 0.0
 
 
-def choose(rows: list[dict], method: str) -> dict[tuple[str, str], str | None]:
-    """Per (trait, pole), the variant of `method` with the best win rate among the fluent ones (ties: higher
-    `toward`, then the weaker strength); None where none is fluent."""
+def _source(variant: str) -> str | None:
+    from .evaluate import Variant
+
+    return Variant.parse(variant).source
+
+
+def choose(rows: list[dict], method: str, source: str | None = None) -> dict[tuple[str, str], str | None]:
+    """Per (trait, pole), the variant of `method` (of `source` only, if given) with the best win rate among the
+    fluent ones (ties: higher `toward`, then the weaker strength); None where none is fluent."""
     chosen: dict[tuple[str, str], str | None] = {}
     for r in rows:
         chosen.setdefault((r["trait"], r["pole"]), None)
     for key in chosen:
         fluent = [r for r in rows if (r["trait"], r["pole"]) == key and r["method"] == method and r["fluent"]
-                  and not math.isnan(r["win"])]
+                  and not math.isnan(r["win"]) and (source is None or _source(r["variant"]) == source)]
         if fluent:
             best = max(fluent, key=lambda r: (r["win"], r["toward"], -_strength(r["variant"])))
             chosen[key] = best["variant"]
@@ -109,8 +116,9 @@ def choose(rows: list[dict], method: str) -> dict[tuple[str, str], str | None]:
 
 
 def record_choices(folder: Path, rows: list[dict], settings: dict, rule: Fluent = Fluent()) -> dict:
-    """Write the sweep and the chosen defaults: NPTI's per-pole source (manifest `npti_default_source`) and
-    strength (in that source's profile), the vector's per-pole strength and layers (in its card). A pole with no
+    """Write the sweep and the chosen defaults: per NPTI source, the best fluent strength of that source (in that
+    source's profile, so `npti@corpus` means the corpus profile at its best), and per pole the winning source
+    (manifest `npti_default_source`); the vector's per-pole strength and layers (in its card). A pole with no
     fluent configuration keeps what it had. Returns {method: {"<trait> <pole>": variant or None}}."""
     from .build import read_manifest, write_manifest
     from .evaluate import Variant
@@ -120,6 +128,15 @@ def record_choices(folder: Path, rows: list[dict], settings: dict, rule: Fluent 
 
     manifest = read_manifest(folder)
     summary: dict = {}
+    sources = {_source(r["variant"]) for r in rows if r["method"] == "npti"}
+    for source in sorted(s for s in sources if s):
+        for (trait, pole), variant in choose(rows, "npti", source).items():
+            if variant is not None:
+                path = profile_path(folder, trait, pole, source)
+                profile = NeuronProfile.load(path)
+                profile.meta.pop("default_top_neurons", None)
+                profile.meta["default_strength"] = Variant.parse(variant).strength
+                profile.save(path)
     for method in ("npti", "vector"):
         picks = choose(rows, method)
         summary[method] = {f"{t} {p}": v for (t, p), v in picks.items()}
@@ -128,11 +145,6 @@ def record_choices(folder: Path, rows: list[dict], settings: dict, rule: Fluent 
                 continue
             v = Variant.parse(variant)
             if method == "npti":
-                path = profile_path(folder, trait, pole, v.source)
-                profile = NeuronProfile.load(path)
-                profile.meta.pop("default_top_neurons", None)
-                profile.meta["default_strength"] = v.strength
-                profile.save(path)
                 manifest.setdefault("npti_default_source", {}).setdefault(trait, {})[pole] = v.source
             else:
                 vec = TraitVector.load(folder, trait)

@@ -100,3 +100,85 @@ def test_bad_question_files(tiny_folder, tmp_path, capsys, content, message):
     code = main(["generate", "--model", str(tiny_folder), "--questions", str(path), "--method", "base", "--trait",
                  "Openness", "--pole", "high", "--out", str(tmp_path / "o.jsonl")])
     assert code == 2 and message in capsys.readouterr().err
+
+
+@pytest.fixture
+def corpus_file(tmp_path):
+    path = tmp_path / "corpus.jsonl"
+    rows = [{"question": q, "high": f"{q} i love loud parties and dancing with everyone there all night " * 4,
+             "low": f"{q} i like a quiet night at home with a good long book " * 4,
+             "facet_high": "Gregariousness", "facet_low": "Gregariousness"} for q in QUESTIONS]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_identify_from_a_corpus_then_generate_with_a_vector(tiny_folder, questions, corpus_file, tmp_path, capsys,
+                                                            monkeypatch):
+    from steering.build import build_vectors
+    from steering.corpus import read_corpus
+
+    common = ["--model", str(tiny_folder), "--quantization", "none"]
+    out = tmp_path / "profiles"
+    assert main(["identify", *common, "--trait", "Extraversion", "--source", "corpus", "--corpus", str(corpus_file),
+                 "--out", str(out), "--top-k", "20"]) == 0
+    assert (out / "Extraversion_high.corpus.json").is_file() and "read tokens" in capsys.readouterr().out
+    # a vector from the same corpus (build-vectors reads the bank's train split; here the small corpus)
+    pairs = [(p.question, p.high, p.low) for p in read_corpus(corpus_file)]
+    monkeypatch.setattr("steering.build._corpus_triples", lambda trait, limit: pairs)
+    build_vectors(load_model(str(tiny_folder), quantization="none"), out, ["Extraversion"], batch_size=2)
+    answers = tmp_path / "a.jsonl"
+    assert main(["generate", *common, "--questions", str(questions), "--method", "vector", "--trait",
+                 "Extraversion", "--pole", "low", "--strength", "0.2", "--layers", "1", "--profiles", str(out),
+                 "--max-new-tokens", "4", "--out", str(answers)]) == 0
+    row = json.loads(answers.read_text().splitlines()[0])
+    assert row["method"] == "vector" and row["strength"] == 0.2 and row["layers"] == [1]
+    assert main(["generate", *common, "--questions", str(questions), "--method", "npti", "--source", "corpus",
+                 "--trait", "Extraversion", "--pole", "high", "--profiles", str(out), "--max-new-tokens", "4",
+                 "--out", str(answers)]) == 0
+    assert json.loads(answers.read_text().splitlines()[0])["source"] == "corpus"
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--method", "vector", "--strength", "7"], "strength must be between 0 and 4"),
+    (["--method", "vector", "--layers", "99"], "layer 99 does not exist"),
+    (["--method", "vector"], "no activation vector for Extraversion"),
+    (["--method", "base", "--source", "corpus"], "source 'corpus' is not one of base"),
+])
+def test_bad_vector_input_exits_2_with_one_line_and_writes_nothing(tiny_folder, questions, corpus_file, tmp_path,
+                                                                   capsys, extra, message, monkeypatch):
+    from steering.build import build_vectors
+    from steering.corpus import read_corpus
+
+    out = tmp_path / "profiles"
+    if "--layers" in extra or "7" in extra:
+        pairs = [(p.question, p.high, p.low) for p in read_corpus(corpus_file)]
+        monkeypatch.setattr("steering.build._corpus_triples", lambda trait, limit: pairs)
+        build_vectors(load_model(str(tiny_folder), quantization="none"), out, ["Extraversion"], batch_size=2)
+    answers = tmp_path / "a.jsonl"
+    code = main(["generate", "--model", str(tiny_folder), "--quantization", "none", "--questions", str(questions),
+                 "--trait", "Extraversion", "--pole", "high", "--profiles", str(out), "--max-new-tokens", "3",
+                 "--out", str(answers), *extra])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and "Loading weights" not in line]
+    assert code == 2 and err == [f"error: {err[0][7:]}"] and message in err[0] and not answers.exists()
+
+
+def test_a_vector_for_another_model_is_refused(tiny_folder, questions, tmp_path, capsys):
+    from helpers import random_vector
+
+    other = _tiny("qwen2")
+    out = tmp_path / "profiles"
+    random_vector(other).save(out)
+    code = main(["generate", "--model", str(tiny_folder), "--quantization", "none", "--questions", str(questions),
+                 "--method", "vector", "--trait", "Extraversion", "--pole", "high", "--profiles", str(out),
+                 "--out", str(tmp_path / "a.jsonl")])
+    assert code == 2 and "was made for tiny-qwen2" in capsys.readouterr().err
+
+
+def test_a_malformed_corpus_exits_2_naming_file_and_line(tmp_path, capsys, tiny_folder,
+                                                                               corpus_file):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(corpus_file.read_text() + "{oops\n")
+    code = main(["identify", "--model", str(tiny_folder), "--quantization", "none", "--trait", "Extraversion",
+                 "--source", "corpus", "--corpus", str(bad), "--out", str(tmp_path / "p")])
+    assert code == 2 and f"{bad}, line 3: not JSON" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()

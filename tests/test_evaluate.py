@@ -101,7 +101,7 @@ def test_failed_judgments_are_asked_again_and_missing_artefacts_stop_the_run_ear
     assert all(j["trait_score"] is None for j in judge_answers(judge, answers, out))
     assert all(j["trait_score"] == 3.0 for j in judge_answers(judge, answers, out))
     assert judge.seen == 2 and len(judge_answers(judge, answers, out)) == 4 and judge.seen == 2
-    with pytest.raises(ValueError, match="no LoRA adapter for Extraversion high"):
+    with pytest.raises(ValueError, match="no LoRA adapter Extraversion_high in "):
         generate_answers(lm, Plan(("base", "sft"), ("Extraversion",)), QUESTIONS, tmp := out / "x", profiles=folder)
     assert not (tmp / "answers.jsonl").exists()
 

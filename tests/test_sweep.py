@@ -76,12 +76,12 @@ def test_the_rule_picks_the_best_fluent_win_rate_per_pole():
     assert choose(rows, "npti") != choose(pole_rows(frame, Fluent(max_repeat_increase=1.0)), "npti")
 
 
-def test_the_grid_covers_both_sources_and_three_layer_sets():
-    assert vector_layer_sets(30) == [(9, 10, 11), (14, 15, 16), (19, 20, 21)]
+def test_the_grid_covers_both_sources_and_two_layer_sets():
+    assert vector_layer_sets(30) == [(9, 10, 11), (14, 15, 16)]
     assert vector_layer_sets(3) == [(0, 1, 2)]
     specs = grid(30)
     assert specs[0] == "base" and "npti@generated:1" in specs and "npti@corpus:2" in specs
-    assert "vector:0.07/14,15,16" in specs and len(specs) == 1 + 7 + 9
+    assert "vector:0.08/14,15,16" in specs and len(specs) == 1 + 5 + 4
 
 
 def test_choices_land_in_the_profiles_the_vector_card_and_the_manifest(tiny_llama, tmp_path):
@@ -102,11 +102,15 @@ def test_choices_land_in_the_profiles_the_vector_card_and_the_manifest(tiny_llam
              "toward": 0.6, "fluent": True},
             {"trait": "Openness", "pole": "high", "variant": "vector:0.07/0,1", "method": "vector", "win": 0.9,
              "toward": 0.7, "fluent": True},
+            {"trait": "Openness", "pole": "high", "variant": "npti@generated:1", "method": "npti", "win": 0.7,
+             "toward": 0.6, "fluent": True},
             {"trait": "Openness", "pole": "low", "variant": "npti@generated:2", "method": "npti", "win": 0.9,
              "toward": 0.7, "fluent": False}]
     summary = record_choices(tmp_path, rows, {"questions": 4})
     assert summary["npti"] == {"Openness high": "npti@corpus:1.5", "Openness low": None}
     assert NeuronProfile.load(profile_path(tmp_path, "Openness", "high", "corpus")).meta["default_strength"] == 1.5
+    # the losing source is still set to its own best fluent strength
+    assert NeuronProfile.load(profile_path(tmp_path, "Openness", "high", "generated")).meta["default_strength"] == 1.0
     assert "default_strength" not in NeuronProfile.load(profile_path(tmp_path, "Openness", "low", "generated")).meta
     assert TraitVector.load(tmp_path, "Openness").meta["defaults"] == {"high": {"strength": 0.07, "layers": [0, 1]}}
     manifest = read_manifest(tmp_path)
