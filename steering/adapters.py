@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from .models import LoadedModel
 
 BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
@@ -48,8 +50,26 @@ def attach_adapter(lm: LoadedModel, name: str, folder: str | Path) -> None:
     if isinstance(lm.model, PeftModel):
         lm.model.load_adapter(str(folder), adapter_name=name, is_trainable=False)
     else:
+        before = _probe_logits(lm.model)
         lm.model = PeftModel.from_pretrained(lm.model, str(folder), adapter_name=name, is_trainable=False)
+        with lm.model.disable_adapter():
+            after = _probe_logits(lm.model)
+        if not torch.allclose(before, after, rtol=1e-3, atol=1e-3):
+            lm.model = lm.model.unload()  # take the LoRA layers out again: the model is as it was
+            raise ValueError(
+                f"a LoRA adapter breaks this {lm.quantization} model on {lm.device.type} (with the adapter switched "
+                f"off its logits moved by up to {float((before - after).abs().max()):.3g}; seen with bitsandbytes' "
+                "4-bit layers on CPUs with AVX512-BF16): load the model with --quantization bf16 (the app's CPU "
+                "default) to use the LoRA adapters")
     lm.model.eval()
+
+
+@torch.no_grad()
+def _probe_logits(model) -> torch.Tensor:
+    """The model's logits on a fixed short input: attaching an adapter must leave the base path exactly as it was."""
+    device = next(model.parameters()).device
+    ids = torch.arange(3, 11, device=device).unsqueeze(0)
+    return model(input_ids=ids).logits.float().cpu()
 
 
 def row_adapters(lm: LoadedModel, names: list[str | None] | None, batch: int) -> dict:

@@ -286,12 +286,7 @@ def unavailable(lm: LoadedModel, method: str, trait: str, pole: str, profiles: P
         Request(method, trait, pole, source=source)
         if method == "sft":
             source = source or "corpus"
-            if _adapter_id(trait, pole, source) not in loaded_adapters(lm):
-                folder = adapter_folder(lm, trait, pole, source, profiles)
-                if not (folder / "adapter_config.json").is_file():
-                    return (f"no LoRA adapter {folder.name} in {folder.parent}: train it with "
-                            f"`python -m steering finetune --data {source} --trait {trait} --pole {pole}`")
-                check_adapter(lm, folder)
+            load_adapter(lm, trait, pole, profiles, source)  # once; refused where the model cannot take it
         elif method == "npti":
             load_pole(lm, trait, pole, profiles, source=source or npti_source(lm, trait, pole, profiles))
         elif method == "vector":

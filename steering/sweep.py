@@ -133,8 +133,7 @@ def record_choices(folder: Path, rows: list[dict], settings: dict, rule: Fluent 
         for (trait, pole), variant in choose(rows, "npti", source).items():
             if variant is not None:
                 path = profile_path(folder, trait, pole, source)
-                profile = NeuronProfile.load(path)
-                profile.meta.pop("default_top_neurons", None)
+                profile = NeuronProfile.load(path)  # its neuron count (default_top_neurons) is what the sweep ran
                 profile.meta["default_strength"] = Variant.parse(variant).strength
                 profile.save(path)
     for method in ("npti", "vector"):

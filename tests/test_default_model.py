@@ -34,12 +34,40 @@ QUESTIONS = [
 
 @pytest.fixture(scope="module")
 def default_lm(default_home):
-    return load_model("default", quantization="nf4", home=default_home)
+    """bf16, what the app runs on a CPU (bitsandbytes' 4-bit path is slow on some CPUs and, with a LoRA adapter
+    attached, broken on others: see test_a_lora_adapter_is_refused_where_it_would_break_a_4bit_model)."""
+    return load_model("default", quantization="bf16", home=default_home)
 
 
-def test_default_model_loads_from_the_packaged_gguf(default_lm, tmp_path_factory):
+def test_default_model_loads_from_the_packaged_gguf(default_lm, default_home):
     assert default_lm.identity.n_layers == 30 and default_lm.identity.width == 1536
-    assert default_lm.name == "SmolLM2-135M-Instruct" and default_lm.quantization == "nf4"
+    assert default_lm.name == "SmolLM2-135M-Instruct" and default_lm.quantization == "bf16"
+    nf4 = load_model("default", quantization="nf4", home=default_home)
+    assert nf4.quantization == "nf4" and nf4.identity == default_lm.identity
+    [answer] = generate_chats(nf4, [plain_chat(QUESTIONS[1])], Decoding(max_new_tokens=12))
+    assert answer.text
+
+
+def test_a_lora_adapter_never_leaves_a_4bit_model_broken(default_home):
+    """On some CPUs (AVX512-BF16) attaching a peft LoRA adapter to bitsandbytes' 4-bit layers garbles even the base
+    path (measured: mean log-probability per token -16.5 instead of -2.8 with the adapter switched off). Attaching
+    checks the base path and, where it moved, takes the adapter out and refuses with the fix; where it did not
+    move, the base rows stay exact."""
+    import torch
+
+    from steering.adapters import loaded_adapters
+    from steering.forced import answer_logprob
+    from steering.methods import load_adapter
+
+    lm = load_model("default", quantization="nf4", home=default_home)
+    example = [("How was your weekend?", "It was lovely, thanks. I went for a long walk and read a book.")]
+    before = answer_logprob(lm, example)
+    try:
+        load_adapter(lm, "Extraversion", "high")
+    except ValueError as exc:
+        assert "--quantization bf16" in str(exc) and not loaded_adapters(lm)
+    after = answer_logprob(lm, example, [None] if loaded_adapters(lm) else None)
+    assert torch.allclose(torch.tensor(before), torch.tensor(after), atol=1e-3)
 
 
 def test_identify_then_steer_changes_the_text(default_lm, tmp_path):

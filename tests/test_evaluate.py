@@ -179,18 +179,23 @@ def test_method_specs_parse_resolve_and_share_their_answers(setup):
 
 @pytest.mark.slow
 def test_evaluate_runs_end_to_end_on_the_default_model(default_home, tmp_path, monkeypatch):
-    """Two development questions per trait, every method, the offline judge: the table and the plot are written."""
+    """Two development questions per trait, every method (and the LoRA of the other source), the offline judge,
+    the studio's sampling: the tables and the plot are written and recomputable."""
     from steering.cli import main
+    from steering.methods import METHODS
     from steering.traits import TRAITS
 
     monkeypatch.setenv("PERSONA_STUDIO_HOME", str(default_home))
     out = tmp_path / "eval"
-    assert main(["evaluate", "--model", "default", "--questions-per-trait", "2", "--judge", "offline",
-                 "--max-new-tokens", "32", "--out", str(out)]) == 0
+    assert main(["evaluate", "--model", "default", "--quantization", "bf16", "--questions-per-trait", "2",
+                 "--judge", "offline", "--sample", "--max-new-tokens", "24", "--out", str(out),
+                 "--methods", *METHODS, "sft@persona"]) == 0
     table = pd.read_csv(out / "table.csv")
-    assert table["method"].tolist() == ["base", "simple", "p2", "sft", "npti"]
+    assert table["method"].tolist() == ["base", "simple", "p2", "sft", "sft", "npti", "vector"]
     for trait in TRAITS:
-        assert table[f"{trait} high"].notna().all() and table[f"{trait} low"].notna().all()
-    assert (out / "strength.png").is_file() and "PROXY" in (out / "table.md").read_text()
+        assert table[f"{trait} high"].between(0, 1).all() and table[f"{trait} low"].between(0, 1).all()
+    assert (out / "strength.png").is_file() and "trained on our corpus" in (out / "table.md").read_text()
     pd.testing.assert_frame_equal(table_from_files(out, "offline-judge"), table, check_dtype=False)
-    assert len((out / "answers.jsonl").read_text().splitlines()) == 5 * 2 * 5 * 2
+    pairs = pd.read_csv(out / "pairs.csv")
+    assert len(pairs) == 7 * 5 and pairs["win_rate"].between(0, 1).all()
+    assert len((out / "answers.jsonl").read_text().splitlines()) == 7 * 2 * 5 * 2
