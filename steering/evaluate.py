@@ -31,39 +31,45 @@ ANSWERS = "answers.jsonl"
 @dataclass(frozen=True)
 class Variant:
     """One way of answering, written `method[@source][:strength][/layers]`: `npti@corpus:1.5`, `vector:0.05/14,15,16`,
-    `sft@persona`, `base`. What a spec leaves out is the shipped default, filled in by `resolve` before anything is
-    generated, so `npti` and the `npti@corpus:1.5` it resolves to are the same answers (one key)."""
+    `sft@persona`, `base`; for NPTI `/noclamp` leaves the opposite pole's neurons alone (`npti@corpus:1/noclamp`).
+    What a spec leaves out is the shipped default, filled in by `resolve` before anything is generated, so `npti` and
+    the `npti@corpus:1.5` it resolves to are the same answers (one key)."""
 
     method: str
     source: str | None = None
     strength: float | None = None
     layers: tuple[int, ...] | None = None
+    clamp: bool | None = None
 
     def __post_init__(self) -> None:
-        Request(self.method, "Openness", "high", self.strength, source=self.source, layers=self.layers)  # checks
+        Request(self.method, "Openness", "high", self.strength, source=self.source, layers=self.layers,
+                clamp=self.clamp)  # checks
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(sorted(int(x) for x in self.layers)))
 
     @classmethod
     def parse(cls, spec: str) -> "Variant":
         text = str(spec).strip()
-        rest, _, layers = text.partition("/")
+        rest, _, tail = text.partition("/")
         rest, _, strength = rest.partition(":")
         method, _, source = rest.partition("@")
         try:
-            return cls(method, source or None, float(strength) if strength else None,
-                       tuple(int(x) for x in layers.replace("-", ",").split(",")) if layers else None)
+            clamp = False if tail == "noclamp" else None
+            layers = tuple(int(x) for x in tail.replace("-", ",").split(",")) if tail and clamp is None else None
+            return cls(method, source or None, float(strength) if strength else None, layers, clamp)
         except ValueError as exc:
             raise ValueError(f"method spec {spec!r}: {exc} (write method[@source][:strength][/layers], e.g. "
-                             "npti@corpus:1.5 or vector:0.05/14,15,16)") from exc
+                             "npti@corpus:1.5, npti@corpus:1/noclamp or vector:0.05/14,15,16)") from exc
 
     def label(self) -> str:
         out = self.method + (f"@{self.source}" if self.source else "")
         out += f":{self.strength:g}" if self.strength is not None else ""
+        out += "/noclamp" if self.clamp is False else ""
         return out + ("/" + ",".join(str(x) for x in self.layers) if self.layers else "")
 
     def request(self, trait: str, pole: str, seed: int) -> Request:
-        return Request(self.method, trait, pole, self.strength, seed, source=self.source, layers=self.layers)
+        return Request(self.method, trait, pole, self.strength, seed, source=self.source, layers=self.layers,
+                       clamp=self.clamp)
 
 
 def resolve(lm: LoadedModel, variant: Variant, trait: str, pole: str, profiles: Path | None = None) -> Variant:
@@ -74,11 +80,12 @@ def resolve(lm: LoadedModel, variant: Variant, trait: str, pole: str, profiles: 
         return replace(variant, source=variant.source or "corpus")
     if variant.method == "npti":
         source = variant.source or npti_source(lm, trait, pole, profiles)
-        strength = variant.strength
-        if strength is None:
+        strength, clamp = variant.strength, variant.clamp
+        if strength is None or clamp is None:
             target, _ = load_pole(lm, trait, pole, profiles, source=source)
-            strength = float(target.meta.get("default_strength", 1.0))
-        return replace(variant, source=source, strength=strength)
+            strength = float(target.meta.get("default_strength", 1.0)) if strength is None else strength
+            clamp = bool(target.meta.get("default_clamp", True)) if clamp is None else clamp
+        return replace(variant, source=source, strength=strength, clamp=None if clamp else False)
     if variant.method == "vector":
         vec = load_vector(lm, trait, profiles)
         shipped = vec.meta.get("defaults", {}).get(pole, {})

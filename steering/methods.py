@@ -90,6 +90,7 @@ class Request:
     top_neurons: int | None = None  # NPTI only: None = the shipped default, 0 = every neuron (the paper's method)
     source: str | None = None  # NPTI: generated | corpus; sft: corpus | persona; None = the shipped default
     layers: tuple[int, ...] | None = None  # vector only: None = the shipped default layers
+    clamp: bool | None = None  # NPTI only: clamp the opposite pole's neurons (None = the shipped default, yes)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -106,6 +107,8 @@ class Request:
                              + (", ".join(allowed) if allowed else f"{self.method} has a single source"))
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))
+        if self.clamp is not None and self.method != "npti":
+            raise ValueError(f"clamp is an NPTI option, not one of {self.method}'s")
 
 
 def adapters_dir(lm: LoadedModel, profiles: Path | None = None) -> Path:
@@ -211,8 +214,10 @@ def _plan(lm: LoadedModel, request: Request, question: str, profiles: Path | Non
     strength = request.strength
     if strength is None:
         strength = float(target.meta.get("default_strength", DEFAULT_STRENGTH))
-    params.update(strength=strength, top_neurons=top or "all", steer_prompt=steer_prompt, source=source)
-    return _Row(chat, params, intervention=Intervention(target, strength, other), seed=request.seed)
+    clamp = request.clamp if request.clamp is not None else bool(target.meta.get("default_clamp", True))
+    params.update(strength=strength, top_neurons=top or "all", steer_prompt=steer_prompt, source=source, clamp=clamp)
+    return _Row(chat, params, intervention=Intervention(target, strength, other if clamp else None),
+                seed=request.seed)
 
 
 def _readout_vectors(lm: LoadedModel, rows: list[tuple[Request, str]], profiles: Path | None, cache: dict) -> list:

@@ -23,7 +23,8 @@ import pandas as pd
 from .traits import POLES
 
 # Small on purpose: every configuration costs two poles x every development question of five traits on a CPU.
-NPTI_STRENGTHS: dict[str, tuple[float, ...]] = {"generated": (1.0, 1.5), "corpus": (1.0, 1.5, 2.0)}
+NPTI_STRENGTHS: dict[str, tuple[float, ...]] = {"generated": (1.0, 1.5), "corpus": (0.5, 1.0, 1.5, 2.0)}
+NPTI_NOCLAMP_STRENGTHS: tuple[float, ...] = (1.0, 1.5, 2.0)  # corpus source, opposite pole left alone
 VECTOR_STRENGTHS: tuple[float, ...] = (0.05, 0.08)
 
 
@@ -56,6 +57,8 @@ def grid(n_layers: int, methods: tuple[str, ...] = ("npti", "vector"),
     specs = ["base"]
     if "npti" in methods:
         specs += [f"npti@{src}:{s:g}" for src in npti_sources for s in NPTI_STRENGTHS[src]]
+        if "corpus" in npti_sources:
+            specs += [f"npti@corpus:{s:g}/noclamp" for s in NPTI_NOCLAMP_STRENGTHS]
     if "vector" in methods:
         specs += [f"vector:{s:g}/{','.join(map(str, layers))}" for layers in vector_layer_sets(n_layers)
                   for s in VECTOR_STRENGTHS]
@@ -134,7 +137,12 @@ def record_choices(folder: Path, rows: list[dict], settings: dict, rule: Fluent 
             if variant is not None:
                 path = profile_path(folder, trait, pole, source)
                 profile = NeuronProfile.load(path)  # its neuron count (default_top_neurons) is what the sweep ran
-                profile.meta["default_strength"] = Variant.parse(variant).strength
+                chosen = Variant.parse(variant)
+                profile.meta["default_strength"] = chosen.strength
+                if chosen.clamp is False:
+                    profile.meta["default_clamp"] = False
+                else:
+                    profile.meta.pop("default_clamp", None)
                 profile.save(path)
     for method in ("npti", "vector"):
         picks = choose(rows, method)

@@ -166,6 +166,10 @@ def test_method_specs_parse_resolve_and_share_their_answers(setup):
     v = Variant.parse("npti@generated:0.5")
     assert (v.method, v.source, v.strength) == ("npti", "generated", 0.5) and v.label() == "npti@generated:0.5"
     assert Variant.parse("vector:0.05/14-16").layers == (14, 16) and Variant.parse("sft@persona").source == "persona"
+    free = Variant.parse("npti@corpus:1/noclamp")
+    assert free.clamp is False and free.label() == "npti@corpus:1/noclamp" and Variant.parse(free.label()) == free
+    with pytest.raises(ValueError, match="clamp is an NPTI option"):
+        Variant.parse("vector:0.1/noclamp")
     with pytest.raises(ValueError, match="source 'corpus' is not one of base"):
         Variant.parse("base@corpus")
     with pytest.raises(ValueError, match="method spec 'npti:x'"):
@@ -175,6 +179,12 @@ def test_method_specs_parse_resolve_and_share_their_answers(setup):
     both = Plan(("npti", "npti@generated:1"), ("Extraversion",), max_new_tokens=3)
     answers = generate_answers(lm, both, QUESTIONS, out, profiles=folder)
     assert len(answers) == 8 and len({a["key"] for a in answers}) == 4
+    # without the clamp, the row's intervention has no opposite pole
+    from steering.methods import Request, answer_rows
+
+    [(_, params)] = answer_rows(lm, [(Request("npti", "Extraversion", "high", clamp=False), "hi?")],
+                                profiles=folder)
+    assert params["clamp"] is False
 
 
 @pytest.mark.slow

@@ -81,7 +81,7 @@ def test_the_grid_covers_both_sources_and_two_layer_sets():
     assert vector_layer_sets(3) == [(0, 1, 2)]
     specs = grid(30)
     assert specs[0] == "base" and "npti@generated:1" in specs and "npti@corpus:2" in specs
-    assert "vector:0.08/14,15,16" in specs and len(specs) == 1 + 5 + 4
+    assert "vector:0.08/14,15,16" in specs and "npti@corpus:1.5/noclamp" in specs and len(specs) == 1 + 6 + 3 + 4
 
 
 def test_choices_land_in_the_profiles_the_vector_card_and_the_manifest(tiny_llama, tmp_path):
