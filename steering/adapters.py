@@ -47,6 +47,11 @@ def attach_adapter(lm: LoadedModel, name: str, folder: str | Path) -> None:
         return
     folder = Path(folder)
     check_adapter(lm, folder)
+    if lm.quantization in ("nf4", "int8") and lm.device.type == "cpu" and not isinstance(lm.model, PeftModel):
+        raise ValueError(
+            f"LoRA adapters are not served on a {lm.quantization} model on a CPU: peft's layers over bitsandbytes' "
+            "CPU kernels garbled even the base model on a CPU with AVX512-BF16 (the model cannot be restored "
+            "afterwards); load the model with --quantization bf16 (the app's CPU default) to use the adapters")
     if isinstance(lm.model, PeftModel):
         lm.model.load_adapter(str(folder), adapter_name=name, is_trainable=False)
     else:
@@ -55,12 +60,11 @@ def attach_adapter(lm: LoadedModel, name: str, folder: str | Path) -> None:
         with lm.model.disable_adapter():
             after = _probe_logits(lm.model)
         if not torch.allclose(before, after, rtol=1e-3, atol=1e-3):
-            lm.model = lm.model.unload()  # take the LoRA layers out again: the model is as it was
+            lm.model = lm.model.unload()
             raise ValueError(
-                f"a LoRA adapter breaks this {lm.quantization} model on {lm.device.type} (with the adapter switched "
-                f"off its logits moved by up to {float((before - after).abs().max()):.3g}; seen with bitsandbytes' "
-                "4-bit layers on CPUs with AVX512-BF16): load the model with --quantization bf16 (the app's CPU "
-                "default) to use the LoRA adapters")
+                f"a LoRA adapter changed this {lm.quantization} model's base path on {lm.device.type} (with the "
+                f"adapter switched off its logits moved by up to {float((before - after).abs().max()):.3g}): reload "
+                "the model, and use --quantization bf16 to serve the LoRA adapters")
     lm.model.eval()
 
 
