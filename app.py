@@ -66,13 +66,7 @@ def build(settings: Settings, gpu=None):
     from studio.core import Studio
     from studio.server import create_app
 
-    import torch
-
-    quantization = settings.quantization
-    if quantization is None:
-        on_cuda = settings.device == "cuda" or (settings.device == "auto" and torch.cuda.is_available())
-        quantization = "nf4" if on_cuda else "bf16"
-    lm = load_model(settings.model, quantization=quantization, device=settings.device)
+    lm = load_model(settings.model, quantization=settings.quantization, device=settings.device)
     store = Store(settings.database)
     print(f"model {lm.identity.describe()} ({lm.quantization}); ratings go to {store.url}", flush=True)
     gpu = gpu or (lambda fn: fn)

@@ -348,7 +348,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--model", default="default",
                    help="'default' (embedded SmolLM2-135M-Instruct), a hub id, a local folder or a .gguf file")
-    p.add_argument("--quantization", default="nf4", choices=QUANTIZATIONS)
+    p.add_argument("--quantization", default=None, choices=QUANTIZATIONS,
+                   help="default: nf4 on a CUDA device, bf16 on a CPU")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--neuron-module", default=None,
                    help="activation module path with {} for the layer, for architectures not recognised")

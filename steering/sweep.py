@@ -144,6 +144,12 @@ def record_choices(folder: Path, rows: list[dict], settings: dict, rule: Fluent 
                 else:
                     profile.meta.pop("default_clamp", None)
                 profile.save(path)
+                entry = manifest["traits"].setdefault(trait, {})
+                entry = entry.setdefault("corpus", {}) if source == "corpus" else entry
+                entry.setdefault(pole, {}).update(
+                    {k: profile.meta[k] for k in ("default_strength", "default_clamp") if k in profile.meta})
+                if chosen.clamp is not False:
+                    entry[pole].pop("default_clamp", None)
     for method in ("npti", "vector"):
         picks = choose(rows, method)
         summary[method] = {f"{t} {p}": v for (t, p), v in picks.items()}
