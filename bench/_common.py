@@ -63,7 +63,7 @@ def parse_args(doc: str, batch: int, tokens: int = 64, repeats: int = 5) -> argp
     parser.add_argument("--batch", type=int, default=batch)
     parser.add_argument("--tokens", type=int, default=tokens)
     parser.add_argument("--repeats", type=int, default=repeats)
-    parser.add_argument("--quantization", default="nf4")
+    parser.add_argument("--quantization", default=None, help="default: nf4 on CUDA, bf16 on a CPU")
     return parser.parse_args()
 
 
@@ -74,5 +74,5 @@ def fixed_length(lm, tokens: int) -> dict:
 
 
 def header(lm, args, what: str) -> str:
-    return (f"model {lm.identity.describe()}, {args.quantization}, batch {args.batch}, {args.tokens} tokens/row, "
+    return (f"model {lm.identity.describe()}, {lm.quantization}, batch {args.batch}, {args.tokens} tokens/row, "
             f"{what}")

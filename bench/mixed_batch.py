@@ -7,7 +7,7 @@ the same answers; each call stops when its longest row ends, as in the studio.
 
 Target: batched <= 0.4 x sequential wall time.
 
-    python bench/mixed_batch.py [--tokens 64] [--repeats 5] [--quantization nf4] [--trait Extraversion]
+    python bench/mixed_batch.py [--tokens 64] [--repeats 5] [--quantization bf16] [--trait Extraversion]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quantization", default="nf4")
+    parser.add_argument("--quantization", default=None, help="default: nf4 on CUDA, bf16 on a CPU")
     parser.add_argument("--trait", default="Extraversion")
     parser.add_argument("--pole", default="high")
     args = parser.parse_args()
@@ -44,7 +44,7 @@ def main() -> None:
 
     same = [a.text for a, _ in batched()] == [a.text for a, _ in sequential()]
     med = interleaved({"batched": batched, "sequential": sequential}, args.repeats)
-    print(f"model {lm.identity.describe()}, {args.quantization}, {args.trait} {args.pole}, rows "
+    print(f"model {lm.identity.describe()}, {lm.quantization}, {args.trait} {args.pole}, rows "
           f"{', '.join(METHODS)}, up to {args.tokens} new tokens, greedy")
     for name, sec in med.items():
         print(f"{name:>10}: {sec:6.2f} s per round (median of {args.repeats})")

@@ -4,7 +4,7 @@ Target: recording <= 1.10 x plain generation time. Every row decodes exactly --t
 interleaved and each side's median is used. As in identification (one record block per pole over all its
 batches), the statistics tables are allocated once and reused across calls.
 
-    python bench/record_overhead.py [--batch 8] [--tokens 64] [--repeats 5] [--quantization nf4]
+    python bench/record_overhead.py [--batch 8] [--tokens 64] [--repeats 5] [--quantization bf16]
 """
 
 from __future__ import annotations

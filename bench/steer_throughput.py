@@ -3,7 +3,7 @@
 Target: steered >= 0.97 x unsteered. Every row decodes exactly --tokens tokens (end-of-sequence suppressed), so
 both sides do the same work; the runs are interleaved and each side's median is used.
 
-    python bench/steer_throughput.py [--batch 4] [--tokens 64] [--repeats 5] [--quantization nf4]
+    python bench/steer_throughput.py [--batch 4] [--tokens 64] [--repeats 5] [--quantization bf16]
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Targets: vector-steered >= 0.98 x unsteered; with the trait read-out >= 0.95 x u
 --tokens tokens (end-of-sequence suppressed), so all sides do the same work; the runs are interleaved and each
 side's median is used. The vector is random (timing only: which direction is added does not change the cost).
 
-    python bench/vector_throughput.py [--batch 4] [--tokens 64] [--repeats 5] [--quantization nf4]
+    python bench/vector_throughput.py [--batch 4] [--tokens 64] [--repeats 5] [--quantization bf16]
 """
 
 from __future__ import annotations
