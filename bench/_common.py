@@ -76,3 +76,9 @@ def fixed_length(lm, tokens: int) -> dict:
 def header(lm, args, what: str) -> str:
     return (f"model {lm.identity.describe()}, {lm.quantization}, batch {args.batch}, {args.tokens} tokens/row, "
             f"{what}")
+
+
+def print_rates(med: dict, tokens: int, repeats: int) -> None:
+    """One line per run: tokens per second at its median time."""
+    for name, sec in med.items():
+        print(f"{name:>10}: {tokens / sec:7.1f} tokens/s (median of {repeats})")

@@ -9,7 +9,7 @@ both sides do the same work; the runs are interleaved and each side's median is 
 from __future__ import annotations
 
 import torch
-from _common import batch, fixed_length, header, interleaved, parse_args, synthetic_profiles
+from _common import batch, fixed_length, header, interleaved, parse_args, print_rates, synthetic_profiles
 
 from steering import Intervention, load_model, steer
 
@@ -34,8 +34,7 @@ def main() -> None:
     med = interleaved({"unsteered": plain, "steered": steered}, args.repeats)
     tokens = args.batch * args.tokens
     print(header(lm, args, f"{len(high)}+{len(low)} neurons per row"))
-    for name, sec in med.items():
-        print(f"{name:>10}: {tokens / sec:7.1f} tokens/s (median of {args.repeats})")
+    print_rates(med, tokens, args.repeats)
     print(f"steered / unsteered throughput: {med['unsteered'] / med['steered']:.3f} (target >= 0.97)")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from _common import batch, fixed_length, header, interleaved, parse_args
+from _common import batch, fixed_length, header, interleaved, parse_args, print_rates
 
 from steering import load_model
 from steering.vector import TraitVector, VectorPush, middle_layers, read_trait, steer_vectors
@@ -45,8 +45,7 @@ def main() -> None:
     med = interleaved({"unsteered": plain, "vector": steered, "read-out": read}, args.repeats)
     tokens = args.batch * args.tokens
     print(header(lm, args, f"vector at layers {list(vec.layers)}, read-out at layer {vec.readout_layer}"))
-    for name, sec in med.items():
-        print(f"{name:>10}: {tokens / sec:7.1f} tokens/s (median of {args.repeats})")
+    print_rates(med, tokens, args.repeats)
     print(f"vector / unsteered throughput: {med['unsteered'] / med['vector']:.3f} (target >= 0.98)")
     print(f"read-out / unsteered throughput: {med['unsteered'] / med['read-out']:.3f} (target >= 0.95)")
 

@@ -72,30 +72,36 @@ def _forward(lm: LoadedModel, batch: ForcedBatch) -> None:
                  use_cache=False)
 
 
-def record_forced(lm: LoadedModel, examples: Sequence[tuple[str, str]], *, batch_size: int = 8, bins: Bins = Bins(),
-                  stats: ActivationStats | None = None, progress: Callable | None = None,
-                  desc: str = "reading") -> ActivationStats:
-    """Neuron firing and value histograms over the answers' tokens, read with teacher forcing."""
-    sites = lm.sites
-    stats = stats or ActivationStats(sites.n_layers, sites.width, bins)
-    seen: list[torch.Tensor | None] = [None] * sites.n_layers
+def _read_answers(lm: LoadedModel, modules: Sequence, examples: Sequence[tuple[str, str]], batch_size: int,
+                  progress: Callable | None, desc: str):
+    """Teacher-force the examples batch by batch with a hook on each of `modules` (one per layer); yield each batch
+    and the modules' outputs at its answer positions, [k answer tokens, layers, width], row-major."""
+    seen: list[torch.Tensor | None] = [None] * len(modules)
 
     def make_hook(layer: int):
         def hook(_module, _inputs, output):
-            seen[layer] = output
+            seen[layer] = output[0] if isinstance(output, tuple) else output
         return hook
 
     with hook_scope() as handles:
-        for layer, module in enumerate(sites.modules):
+        for layer, module in enumerate(modules):
             handles.append(module.register_forward_hook(make_hook(layer)))
         for chunk in _batches(list(examples), batch_size, progress, desc):
             batch = encode_forced(lm, chunk)
             _forward(lm, batch)
             where = batch.answer.to(lm.device)
-            values = torch.stack([s[where] for s in seen], dim=1)  # [k, L, W]
-            stats.add_values(values.float().cpu())
-            stats.row_tokens.extend(batch.answer.sum(1).tolist())
-            seen[:] = [None] * sites.n_layers
+            yield batch, torch.stack([s[where] for s in seen], dim=1)
+            seen[:] = [None] * len(modules)
+
+
+def record_forced(lm: LoadedModel, examples: Sequence[tuple[str, str]], *, batch_size: int = 8, bins: Bins = Bins(),
+                  stats: ActivationStats | None = None, progress: Callable | None = None,
+                  desc: str = "reading") -> ActivationStats:
+    """Neuron firing and value histograms over the answers' tokens, read with teacher forcing."""
+    stats = stats or ActivationStats(lm.sites.n_layers, lm.sites.width, bins)
+    for batch, values in _read_answers(lm, lm.sites.modules, examples, batch_size, progress, desc):
+        stats.add_values(values.float().cpu())
+        stats.row_tokens.extend(batch.answer.sum(1).tolist())
     return stats
 
 
@@ -110,43 +116,24 @@ class ResidualStats:
     def mean(self) -> torch.Tensor:
         return self.sum / max(self.n_tokens, 1)
 
-    def mean_norm(self) -> torch.Tensor:
-        return self.norm_sum / max(self.n_tokens, 1)
-
 
 def residual_stats(lm: LoadedModel, examples: Sequence[tuple[str, str]], *, batch_size: int = 8,
                    progress: Callable | None = None, desc: str = "reading",
                    per_example: list | None = None) -> ResidualStats:
     """Residual-stream sums over the answers' tokens, per layer (float64 accumulators). With `per_example`, each
     example's mean residual [L, H] is appended to it (for read-out layer choice)."""
-    blocks = residual_modules(lm.sites)
-    seen: list[torch.Tensor | None] = [None] * len(blocks)
-
-    def make_hook(layer: int):
-        def hook(_module, _inputs, output):
-            seen[layer] = output[0] if isinstance(output, tuple) else output
-        return hook
-
     acc: ResidualStats | None = None
-    with hook_scope() as handles:
-        for layer, module in enumerate(blocks):
-            handles.append(module.register_forward_hook(make_hook(layer)))
-        for chunk in _batches(list(examples), batch_size, progress, desc):
-            batch = encode_forced(lm, chunk)
-            _forward(lm, batch)
-            where = batch.answer.to(lm.device)
-            values = torch.stack([s[where] for s in seen], dim=1).double().cpu()  # [k, L, H]
-            if acc is None:
-                acc = ResidualStats(torch.zeros(values.shape[1:], dtype=torch.float64),
-                                    torch.zeros(values.shape[1], dtype=torch.float64))
-            acc.sum += values.sum(0)
-            acc.norm_sum += values.norm(dim=-1).sum(0)
-            acc.n_tokens += int(values.shape[0])
-            if per_example is not None:
-                counts = batch.answer.sum(1).tolist()
-                for part in torch.split(values, counts):
-                    per_example.append(part.mean(0))
-            seen[:] = [None] * len(blocks)
+    for batch, values in _read_answers(lm, residual_modules(lm.sites), examples, batch_size, progress, desc):
+        values = values.double().cpu()  # [k, L, H]
+        if acc is None:
+            acc = ResidualStats(torch.zeros(values.shape[1:], dtype=torch.float64),
+                                torch.zeros(values.shape[1], dtype=torch.float64))
+        acc.sum += values.sum(0)
+        acc.norm_sum += values.norm(dim=-1).sum(0)
+        acc.n_tokens += int(values.shape[0])
+        if per_example is not None:
+            for part in torch.split(values, batch.answer.sum(1).tolist()):
+                per_example.append(part.mean(0))
     if acc is None:
         raise ValueError("no examples to read")
     return acc
