@@ -81,7 +81,7 @@ def compare_tab(studio: Studio) -> None:
     boxes, notes, cols, reads = [], [], [], []
     with gr.Row(equal_height=True):
         for m in METHODS:
-            with gr.Column(min_width=200) as col:
+            with gr.Column(min_width=150) as col:  # six columns fit 1400 px; they stack on a phone
                 gr.Markdown(f"### {LABELS[m]}")
                 boxes.append(gr.Textbox(label=LABELS[m], show_label=False, lines=10, interactive=False,
                                         elem_classes=["answer", f"answer-{m}"]))
