@@ -6,7 +6,11 @@ browser tabs (one pick per round, one rating per output and rater, scores in 1..
 CHECK constraints, not only in Python, because only the database sees both writers.
 
 Method, trait and model names are free strings: the storage does not know the steering methods (it never imports
-`steering/`), so adding a method needs no migration. `kind` and `pole` are closed sets and are checked here.
+`steering/`), so adding a method needs no migration. `kind`, `pole`, `mode` and a vote's `outcome` are closed sets and
+are checked here.
+
+A change to these models needs a revision in `db/migrations/versions/` too: databases in the field are brought up to
+date by `db.migrate.upgrade` when a `Store` opens them, and a test compares the migrated schema with these models.
 """
 
 from __future__ import annotations
@@ -22,9 +26,13 @@ from sqlalchemy.types import TypeDecorator
 
 Kind = Literal["compare", "blind"]
 Pole = Literal["high", "low"]
+Mode = Literal["full", "quick"]
+Outcome = Literal["a", "b", "tie", "bad"]
 
 KINDS: tuple[str, ...] = get_args(Kind)
 POLES: tuple[str, ...] = get_args(Pole)
+MODES: tuple[str, ...] = get_args(Mode)
+OUTCOMES: tuple[str, ...] = get_args(Outcome)
 
 _ID_LENGTH = 32  # uuid4().hex
 
@@ -81,13 +89,19 @@ class Round(Base):
     """One question answered by several methods in one batched generate call.
 
     A compare round is shown with its method names and may have no rater; a blind round is issued to one rater,
-    who sees the answers at shuffled slots and learns the methods only after voting."""
+    who sees the answers at shuffled slots and learns the methods only after voting.
+
+    `mode` says how a blind round is rated: "full" scores every answer 1-5 for trait and fluency and picks the best
+    (a `Pick` and `Rating`s); "quick" is an arena-style vote between exactly two answers (a `Vote`). A compare round
+    is never rated, and is "full" so that "quick" always means a two-answer blind round."""
 
     __tablename__ = "rounds"
     __table_args__ = (
         CheckConstraint(f"kind IN {KINDS!r}", name="ck_rounds_kind"),
         CheckConstraint(f"pole IN {POLES!r}", name="ck_rounds_pole"),
         CheckConstraint("kind = 'compare' OR rater_id IS NOT NULL", name="ck_rounds_blind_has_rater"),
+        CheckConstraint(f"mode IN {MODES!r}", name="ck_rounds_mode"),
+        CheckConstraint("kind = 'blind' OR mode = 'full'", name="ck_rounds_quick_is_blind"),
     )
 
     id: Mapped[str] = mapped_column(String(_ID_LENGTH), primary_key=True, default=new_id)
@@ -100,12 +114,17 @@ class Round(Base):
     model: Mapped[str] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     seconds: Mapped[float]
+    mode: Mapped[Mode] = mapped_column(String(8), default="full", server_default="full")
 
     outputs: Mapped[list[Output]] = relationship(back_populates="round", order_by="Output.slot")
 
 
 class Output(Base):
-    """One method's answer in a round, at the slot the page showed it (for blind rounds, the shuffled position)."""
+    """One method's answer in a round, at the slot the page showed it (for blind rounds, the shuffled position).
+
+    `text` is what the page showed (the studio trims an answer to its last complete sentence); `raw_text` is the
+    model's untrimmed answer, kept so an analysis can tell the trimming from the model. It is NULL for rows written
+    before it existed."""
 
     __tablename__ = "outputs"
     __table_args__ = (
@@ -122,6 +141,7 @@ class Output(Base):
     text: Mapped[str] = mapped_column(Text)
     n_tokens: Mapped[int]
     latency: Mapped[float]
+    raw_text: Mapped[str | None] = mapped_column(Text)
 
     round: Mapped[Round] = relationship(back_populates="outputs")
 
@@ -155,6 +175,25 @@ class Pick(Base):
     round_id: Mapped[str] = mapped_column(ForeignKey("rounds.id"), unique=True)
     rater_id: Mapped[str] = mapped_column(ForeignKey("raters.id"), index=True)
     output_id: Mapped[int] = mapped_column(ForeignKey("outputs.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Vote(Base):
+    """The vote of a quick round: which of its two answers is better ("a" = the answer at slot 0, "b" = slot 1),
+    "tie", or "bad" (both bad). `round_id` is UNIQUE, like `Pick.round_id`: that constraint is what decides when two
+    submissions race. A "bad" vote is kept (it says something about both answers) but the leaderboard leaves it out
+    of the fit, which has no outcome for "neither"."""
+
+    __tablename__ = "votes"
+    __table_args__ = (
+        UniqueConstraint("round_id", name="uq_votes_round"),
+        CheckConstraint(f"outcome IN {OUTCOMES!r}", name="ck_votes_outcome"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    round_id: Mapped[str] = mapped_column(ForeignKey("rounds.id"))
+    rater_id: Mapped[str] = mapped_column(ForeignKey("raters.id"), index=True)
+    outcome: Mapped[Outcome] = mapped_column(String(4))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -13,12 +13,18 @@ SQLite is the default backend and the one the concurrency rules are written for:
   every write verb opens `BEGIN IMMEDIATE`, taking the write lock before it reads, so its checks ("already rated?")
   and its inserts see one consistent database and a lock wait goes through the busy handler instead of failing
   with a stale snapshot. The UNIQUE constraints stay the last word for any other backend.
+
+Opening a store migrates its database to this code's schema (`db.migrate`), so a file made by an older Persona
+Studio keeps its rows and gains the new tables and columns.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import sqlite3
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,13 +33,16 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import Engine, and_, create_engine, event, exists, func, select
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from .schema import KINDS, POLES, Base, JudgeScore, Kind, Output, Pick, Pole, Rater, Rating, Round, new_id, utcnow
+from .migrate import BEGIN_OPTION as _BEGIN_OPTION  # execution option read by the SQLite "begin" listener below
+from .migrate import upgrade
+from .schema import (KINDS, MODES, OUTCOMES, POLES, JudgeScore, Kind, Mode, Output, Pick, Pole, Rater, Rating, Round,
+                     Vote, new_id, utcnow)
 
 HOME_ENV = "PERSONA_STUDIO_HOME"
 DB_ENV = "PERSONA_STUDIO_DB"
@@ -41,7 +50,7 @@ DB_FILENAME = "studio.sqlite"
 DEFAULT_BUSY_TIMEOUT_MS = 15_000
 SCORE_RANGE = (1, 5)
 
-_BEGIN_OPTION = "persona_studio_begin"  # execution option read by the SQLite "begin" listener
+_RATER_ID = re.compile(r"[0-9a-f]{32}")  # what new_id() makes
 
 _MSG_NO_ROUND = "no such round"
 _MSG_NOT_YOURS = "this round was not issued to you"
@@ -49,6 +58,9 @@ _MSG_NOT_BLIND = "this is not a blind round; only blind rounds are rated"
 _MSG_ALREADY = "this round was already rated"
 _MSG_SCORES = "rate every answer (1–5) for trait and fluency before submitting"
 _MSG_BEST = "pick the best portrayal among the answers before submitting"
+_MSG_QUICK = "this is a quick-vote round: vote A, B, tie or both bad"
+_MSG_FULL = "this round is rated in full: score every answer and pick the best portrayal"
+_MSG_OUTCOME = "vote 'a', 'b', 'tie' or 'bad'"
 _MSG_BUSY = "the database is busy (another writer holds it); nothing was saved — submit again"
 
 
@@ -71,11 +83,15 @@ class OutputIn:
     text: str
     n_tokens: int
     latency: float
+    raw_text: str | None = None  # the model's untrimmed answer, when the page shows a trimmed `text`
 
 
 @dataclass(frozen=True)
 class RoundIn:
-    """A round to record. `rater_id` is required for blind rounds (the round is issued to that rater)."""
+    """A round to record. `rater_id` is required for blind rounds (the round is issued to that rater).
+
+    `mode` is how a blind round is rated: "full" (scores and a best pick, `record_rating`) or "quick" (a vote
+    between the answers at slots 0 and 1, `record_vote`). A compare round is "full"."""
 
     kind: Kind
     question: str
@@ -86,6 +102,7 @@ class RoundIn:
     seconds: float
     outputs: list[OutputIn]
     rater_id: str | None = None
+    mode: Mode = "full"
 
 
 @dataclass(frozen=True)
@@ -136,7 +153,7 @@ class Store:
         self._engine = self._make_engine(parsed)
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
         with self._translate_busy():
-            Base.metadata.create_all(self._engine)
+            upgrade(self._engine)
 
     def _make_engine(self, url: URL) -> Engine:
         if url.get_backend_name() != "sqlite":
@@ -160,7 +177,7 @@ class Store:
             try:
                 cursor.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
                 if not memory:
-                    cursor.execute("PRAGMA journal_mode = WAL")
+                    _enable_wal(cursor, busy_timeout_ms / 1000)
                 cursor.execute("PRAGMA foreign_keys = ON")
             finally:
                 cursor.close()
@@ -240,9 +257,10 @@ class Store:
             session.add(Round(
                 id=round_id, rater_id=round.rater_id, kind=round.kind, question=round.question,
                 custom=bool(round.custom), trait=round.trait, pole=round.pole, model=round.model,
-                created_at=utcnow(), seconds=float(round.seconds),
+                created_at=utcnow(), seconds=float(round.seconds), mode=round.mode,
                 outputs=[Output(slot=int(o.slot), method=o.method, params=dict(o.params), seed=int(o.seed),
-                                text=o.text, n_tokens=int(o.n_tokens), latency=float(o.latency))
+                                text=o.text, n_tokens=int(o.n_tokens), latency=float(o.latency),
+                                raw_text=o.raw_text)
                          for o in round.outputs],
             ))
         return round_id
@@ -267,17 +285,10 @@ class Store:
 
         All or nothing: every check runs inside the write transaction and any refusal rolls it back, so a refused
         submission leaves no row. "Already rated" is checked first for a readable message, and the UNIQUE
-        constraint on `picks.round_id` decides when two submissions race."""
+        constraint on `picks.round_id` decides when two submissions race. A quick round is refused: it takes a
+        vote (`record_vote`)."""
         with self._writing() as session:
-            found = session.get(Round, round_id)
-            if found is None:
-                raise RatingRefused(_MSG_NO_ROUND)
-            if found.kind != "blind":
-                raise RatingRefused(_MSG_NOT_BLIND)
-            if found.rater_id != rater_id:
-                raise RatingRefused(_MSG_NOT_YOURS)
-            if self._already_rated(session, round_id):
-                raise RatingRefused(_MSG_ALREADY)
+            self._rateable(session, round_id, rater_id, "full")
             outputs = session.scalars(select(Output).where(Output.round_id == round_id)
                                       .order_by(Output.slot)).all()
             by_slot = {o.slot: o for o in outputs}
@@ -299,31 +310,100 @@ class Store:
                 raise RatingRefused(_MSG_ALREADY) from err
         return reveal
 
+    def record_vote(self, round_id: str, rater_id: str, outcome: str) -> list[Reveal]:
+        """Record a rater's vote on a quick round ("a": the answer at slot 0 is better, "b": slot 1, "tie", or
+        "bad": both are bad) and return the reveal.
+
+        As in `record_rating`, every check runs inside one write transaction and a refusal writes nothing; the
+        UNIQUE constraint on `votes.round_id` decides when two votes race."""
+        with self._writing() as session:
+            self._rateable(session, round_id, rater_id, "quick")
+            if not isinstance(outcome, str) or outcome not in OUTCOMES:
+                raise RatingRefused(_MSG_OUTCOME)
+            outputs = session.scalars(select(Output).where(Output.round_id == round_id)
+                                      .order_by(Output.slot)).all()
+            session.add(Vote(round_id=round_id, rater_id=rater_id, outcome=outcome, created_at=utcnow()))
+            reveal = [Reveal(slot=o.slot, method=o.method, params=dict(o.params), text=o.text) for o in outputs]
+            try:
+                session.flush()
+            except IntegrityError as err:  # another vote on this round committed first
+                raise RatingRefused(_MSG_ALREADY) from err
+        return reveal
+
+    def _rateable(self, session: Session, round_id: str, rater_id: str, mode: str) -> None:
+        """Refuse (`RatingRefused`) unless the round exists, is blind, was issued to this rater, is rated in `mode`
+        and was not rated yet. Ownership is checked before the mode so a stranger learns nothing about the round."""
+        found = session.get(Round, round_id)
+        if found is None:
+            raise RatingRefused(_MSG_NO_ROUND)
+        if found.kind != "blind":
+            raise RatingRefused(_MSG_NOT_BLIND)
+        if found.rater_id != rater_id:
+            raise RatingRefused(_MSG_NOT_YOURS)
+        if found.mode != mode:
+            raise RatingRefused(_MSG_QUICK if found.mode == "quick" else _MSG_FULL)
+        if self._already_rated(session, round_id):
+            raise RatingRefused(_MSG_ALREADY)
+
     @staticmethod
     def _already_rated(session: Session, round_id: str) -> bool:
-        return session.scalar(select(Pick.id).where(Pick.round_id == round_id)) is not None
+        """Whether the round has a pick or a vote (either one rates it)."""
+        picked = exists().where(Pick.round_id == round_id)
+        voted = exists().where(Vote.round_id == round_id)
+        return bool(session.scalar(select(picked | voted)))
+
+    def rater_exists(self, rater_id: object) -> bool:
+        """Whether a rater with this id exists. Anything that is not an id `new_rater` could have made (32 lowercase
+        hex digits) is False without a query, so a cookie or URL value can be checked as it comes."""
+        if not isinstance(rater_id, str) or not _RATER_ID.fullmatch(rater_id):
+            return False
+        with self._reading() as session:
+            return session.get(Rater, rater_id) is not None
+
+    def rated_rounds(self, rater_id: str) -> int:
+        """How many blind rounds this rater has rated: full ratings (one pick each) plus quick votes."""
+        picks = select(func.count()).select_from(Pick).where(Pick.rater_id == rater_id).scalar_subquery()
+        votes = select(func.count()).select_from(Vote).where(Vote.rater_id == rater_id).scalar_subquery()
+        with self._reading() as session:
+            return int(session.scalar(select(picks + votes)) or 0)
+
+    def unrated_rounds(self, rater_id: str) -> int:
+        """How many blind rounds were issued to this rater and are still waiting for a pick or a vote (rounds a
+        rater asked for and left; a cap on them keeps one session from generating without rating)."""
+        query = (select(func.count()).select_from(Round)
+                 .where(Round.kind == "blind", Round.rater_id == rater_id,
+                        ~exists().where(Pick.round_id == Round.id), ~exists().where(Vote.round_id == Round.id)))
+        with self._reading() as session:
+            return int(session.scalar(query) or 0)
 
     # -- reading -------------------------------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
-        """Row counts per table: raters, rounds, outputs, ratings, picks (for the UI footer and tests)."""
-        tables = {"raters": Rater, "rounds": Round, "outputs": Output, "ratings": Rating, "picks": Pick}
+        """Row counts per table (raters, rounds, outputs, ratings, picks, votes) and per kind of round:
+        blind_rounds, compare_rounds, rated_rounds (blind rounds with a pick or a vote), for the UI footer and tests.
+        One read transaction, so the numbers agree with each other."""
+        tables = {"raters": Rater, "rounds": Round, "outputs": Output, "ratings": Rating, "picks": Pick, "votes": Vote}
         with self._reading() as session:
-            return {name: int(session.scalar(select(func.count()).select_from(model)) or 0)
-                    for name, model in tables.items()}
+            counts = {name: int(session.scalar(select(func.count()).select_from(model)) or 0)
+                      for name, model in tables.items()}
+            by_kind = dict(session.execute(select(Round.kind, func.count()).group_by(Round.kind)).tuples().all())
+        counts["blind_rounds"] = int(by_kind.get("blind", 0))
+        counts["compare_rounds"] = int(by_kind.get("compare", 0))
+        counts["rated_rounds"] = counts["picks"] + counts["votes"]
+        return counts
 
     def ratings_frame(self) -> pd.DataFrame:
         """One row per rating, with its round, its output and whether that output was the round's pick."""
         query = (select(Rating.id, Rating.round_id, Rating.rater_id, Rating.created_at, Round.custom,
                         Round.question, Round.trait, Round.pole, Round.model, Output.slot, Output.method,
-                        Output.params, Output.seed, Output.text, Rating.trait_score, Rating.fluency_score,
-                        Pick.output_id, Output.id)
+                        Output.params, Output.seed, Output.text, Output.raw_text, Rating.trait_score,
+                        Rating.fluency_score, Pick.output_id, Output.id)
                  .join(Round, Rating.round_id == Round.id)
                  .join(Output, Rating.output_id == Output.id)
                  .outerjoin(Pick, Pick.round_id == Rating.round_id)
                  .order_by(Rating.id))
         with self._reading() as session:
-            rows = [(*row[:11], _json(row[11]), *row[12:16], row[16] is not None and row[16] == row[17], row[17])
+            rows = [(*row[:11], _json(row[11]), *row[12:17], row[17] is not None and row[17] == row[18], row[18])
                     for row in session.execute(query)]
         return _frame(rows, RATINGS_COLUMNS)
 
@@ -340,6 +420,21 @@ class Store:
         with self._reading() as session:
             rows = [(*row[:6], row[6] == row[7]) for row in session.execute(query)]
         return _frame(rows, PICKS_COLUMNS)
+
+    def votes_frame(self) -> pd.DataFrame:
+        """One row per quick vote with its round and the two methods it compared: `method_a` wrote the answer at
+        slot 0, `method_b` the one at slot 1, so outcome "a" means method_a won. Input of the arena-style fit
+        (which leaves "bad" out)."""
+        first, second = aliased(Output), aliased(Output)
+        query = (select(Vote.round_id, Vote.rater_id, Round.trait, Round.pole, Round.custom, first.method,
+                        second.method, Vote.outcome, Vote.created_at)
+                 .join(Round, Vote.round_id == Round.id)
+                 .join(first, and_(first.round_id == Vote.round_id, first.slot == 0))
+                 .join(second, and_(second.round_id == Vote.round_id, second.slot == 1))
+                 .order_by(Vote.id))
+        with self._reading() as session:
+            rows = [tuple(row) for row in session.execute(query)]
+        return _frame(rows, VOTES_COLUMNS)
 
     def record_judgments(self, judge: str, scores: Mapping[int, tuple[float | None, float | None]]) -> int:
         """Store a judge's (trait, fluency) scores per output id; outputs this judge already scored are skipped
@@ -362,13 +457,14 @@ class Store:
 
     def outputs_frame(self) -> pd.DataFrame:
         """One row per output with its round's columns (compare history, judge agreement)."""
-        query = (select(Round.id, Round.kind, Round.rater_id, Round.created_at, Round.custom, Round.question,
-                        Round.trait, Round.pole, Round.model, Round.seconds, Output.id, Output.slot, Output.method,
-                        Output.params, Output.seed, Output.text, Output.n_tokens, Output.latency)
+        query = (select(Round.id, Round.kind, Round.mode, Round.rater_id, Round.created_at, Round.custom,
+                        Round.question, Round.trait, Round.pole, Round.model, Round.seconds, Output.id, Output.slot,
+                        Output.method, Output.params, Output.seed, Output.text, Output.raw_text, Output.n_tokens,
+                        Output.latency)
                  .join(Output, Output.round_id == Round.id)
                  .order_by(Round.created_at, Round.id, Output.slot))
         with self._reading() as session:
-            rows = [(*row[:13], _json(row[13]), *row[14:]) for row in session.execute(query)]
+            rows = [(*row[:14], _json(row[14]), *row[15:]) for row in session.execute(query)]
         return _frame(rows, OUTPUTS_COLUMNS)
 
 
@@ -378,21 +474,25 @@ Columns = tuple[tuple[str, str | None], ...]
 RATINGS_COLUMNS: Columns = (
     ("rating_id", "int64"), ("round_id", None), ("rater_id", None), ("created_at", "datetime"), ("custom", "bool"),
     ("question", None), ("trait", None), ("pole", None), ("model", None), ("slot", "int64"), ("method", None),
-    ("params", None), ("seed", "int64"), ("text", None), ("trait_score", "int64"), ("fluency_score", "int64"),
-    ("best", "bool"), ("output_id", "int64"),
+    ("params", None), ("seed", "int64"), ("text", None), ("raw_text", None), ("trait_score", "int64"),
+    ("fluency_score", "int64"), ("best", "bool"), ("output_id", "int64"),
 )
 PICKS_COLUMNS: Columns = (
     ("round_id", None), ("rater_id", None), ("trait", None), ("pole", None), ("custom", "bool"), ("method", None),
     ("best", "bool"),
 )
+VOTES_COLUMNS: Columns = (
+    ("round_id", None), ("rater_id", None), ("trait", None), ("pole", None), ("custom", "bool"), ("method_a", None),
+    ("method_b", None), ("outcome", None), ("created_at", "datetime"),
+)
 JUDGMENTS_COLUMNS: Columns = (
     ("output_id", "int64"), ("judge", None), ("trait_score", "float64"), ("fluency_score", "float64"),
 )
 OUTPUTS_COLUMNS: Columns = (
-    ("round_id", None), ("kind", None), ("rater_id", None), ("created_at", "datetime"), ("custom", "bool"),
-    ("question", None), ("trait", None), ("pole", None), ("model", None), ("seconds", "float64"),
+    ("round_id", None), ("kind", None), ("mode", None), ("rater_id", None), ("created_at", "datetime"),
+    ("custom", "bool"), ("question", None), ("trait", None), ("pole", None), ("model", None), ("seconds", "float64"),
     ("output_id", "int64"), ("slot", "int64"), ("method", None), ("params", None), ("seed", "int64"),
-    ("text", None), ("n_tokens", "int64"), ("latency", "float64"),
+    ("text", None), ("raw_text", None), ("n_tokens", "int64"), ("latency", "float64"),
 )
 
 
@@ -405,6 +505,26 @@ def _frame(rows: Sequence[Sequence[Any]], columns: Columns) -> pd.DataFrame:
         elif dtype is not None:
             frame[name] = frame[name].astype(dtype)
     return frame
+
+
+def _enable_wal(cursor: sqlite3.Cursor, timeout_s: float) -> None:
+    """Switch a new connection's file to WAL, waiting out another connection that holds the file meanwhile.
+
+    Switching needs an exclusive lock, and SQLite can answer "database is locked" at once, without the busy wait,
+    when another process is switching the same fresh file or writing it; two studio processes that create the
+    file at the same moment hit exactly that. Retried with a short backoff up to the busy timeout, then raised
+    (the store turns it into `StoreBusy`)."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.001
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err).lower() or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 def _json(params: dict[str, Any] | None) -> str:
@@ -421,6 +541,10 @@ def _check_round(round: RoundIn) -> None:
         raise ValueError(f"a round's kind is 'compare' or 'blind', not {round.kind!r}")
     if round.pole not in POLES:
         raise ValueError(f"a round's pole is 'high' or 'low', not {round.pole!r}")
+    if round.mode not in MODES:
+        raise ValueError(f"a round's mode is 'full' or 'quick', not {round.mode!r}")
+    if round.mode == "quick" and round.kind != "blind":
+        raise ValueError("a quick round is a blind vote between two answers: its kind must be 'blind'")
     if round.kind == "blind" and not round.rater_id:
         raise ValueError("a blind round is issued to a rater: give its rater_id")
     if not round.outputs:
@@ -430,6 +554,8 @@ def _check_round(round: RoundIn) -> None:
         raise ValueError(f"output slots are integers from 0, got {slots}")
     if len(set(slots)) != len(slots):
         raise ValueError(f"output slots must be unique within a round, got {slots}")
+    if round.mode == "quick" and sorted(slots) != [0, 1]:
+        raise ValueError(f"a quick round shows exactly 2 answers, at slots 0 and 1 (A and B), got slots {slots}")
     for output in round.outputs:
         try:
             json.dumps(output.params, allow_nan=False)
@@ -437,6 +563,8 @@ def _check_round(round: RoundIn) -> None:
             raise ValueError(f"the params of slot {output.slot} ({output.method}) are not plain JSON: {err}") from err
         if not isinstance(output.params, dict):
             raise ValueError(f"the params of slot {output.slot} ({output.method}) must be a dict")
+        if output.raw_text is not None and not isinstance(output.raw_text, str):
+            raise ValueError(f"the raw_text of slot {output.slot} ({output.method}) is a string or None")
 
 
 def _check_scores(scores: Mapping[int, tuple[int, int]], by_slot: Mapping[int, Output]) -> dict[int, tuple[int, int]]:

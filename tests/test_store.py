@@ -1,5 +1,5 @@
-"""The storage: schema constraints, the blind rating cycle, refusals that write nothing, the default location,
-concurrent submissions on a real SQLite file, and a locked database."""
+"""The storage: schema constraints, the blind rating cycle and the quick vote, refusals that write nothing, the
+default location, concurrent submissions on a real SQLite file, and a locked database."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
 
 import db
-from db import OutputIn, RatingRefused, Reveal, RoundIn, SlotView, Store, StoreBusy
-from db.schema import Output, Pick, Rating, utcnow
+from db import OutputIn, RatingRefused, Reveal, RoundIn, SchemaTooNew, SlotView, Store, StoreBusy
+from db.schema import Output, Pick, Rating, Round, Vote, utcnow
 
 METHODS = ("base", "simple", "p2", "sft", "npti")
 SHUFFLED = (3, 0, 4, 1, 2)  # the slot of METHODS[i]
@@ -29,6 +29,20 @@ def blind_round(rater_id: str | None, kind: str = "blind", n: int = 5) -> RoundI
                for i in range(n)]
     return RoundIn(kind=kind, question="How do you spend a free evening?", custom=False, trait="Extraversion",
                    pole="high", model="tiny-test", seconds=2.5, outputs=outputs, rater_id=rater_id)
+
+
+def quick_round(rater_id: str | None, methods: tuple[str, str] = ("npti", "base"), **change) -> RoundIn:
+    """A quick round: methods[0] at slot 0 (A), methods[1] at slot 1 (B)."""
+    outputs = [OutputIn(slot=i, method=m, params={"strength": 2.0}, seed=7, text=f"Shown answer {i}.", n_tokens=9,
+                        latency=0.25, raw_text=f"Shown answer {i}. And an unfinished")
+               for i, m in enumerate(methods)]
+    return dataclasses.replace(
+        RoundIn(kind="blind", question="What do you do at a party?", custom=True, trait="Extraversion", pole="low",
+                model="tiny-test", seconds=1.5, outputs=outputs, rater_id=rater_id, mode="quick"), **change)
+
+
+COUNT_KEYS = {"raters", "rounds", "outputs", "ratings", "picks", "votes", "blind_rounds", "compare_rounds",
+              "rated_rounds"}
 
 
 def all_scores(n: int = 5, trait: int = 4, fluency: int = 3) -> dict[int, tuple[int, int]]:
@@ -48,9 +62,13 @@ def store():
     s = Store(url)
     yield s
     if url != "sqlite://":
+        from sqlalchemy import text
+
         from db.schema import Base
 
         Base.metadata.drop_all(s._engine)
+        with s._engine.begin() as connection:  # or the next store would find the version and no tables
+            connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
     s.close()
 
 
@@ -58,8 +76,10 @@ def store():
 
 
 def test_public_names():
-    assert set(db.__all__) == {"RatingRefused", "StoreBusy", "RoundIn", "OutputIn", "SlotView", "Reveal", "Store"}
+    assert set(db.__all__) == {"RatingRefused", "StoreBusy", "RoundIn", "OutputIn", "SlotView", "Reveal", "Store",
+                               "SchemaTooNew"}
     assert issubclass(RatingRefused, ValueError) and issubclass(StoreBusy, RuntimeError)
+    assert issubclass(SchemaTooNew, RuntimeError)
 
 
 def test_tables_and_columns(store):
@@ -68,16 +88,48 @@ def test_tables_and_columns(store):
     assert columns == {
         "raters": {"id", "created_at"},
         "rounds": {"id", "rater_id", "kind", "question", "custom", "trait", "pole", "model", "created_at",
-                   "seconds"},
-        "outputs": {"id", "round_id", "slot", "method", "params", "seed", "text", "n_tokens", "latency"},
+                   "seconds", "mode"},
+        "outputs": {"id", "round_id", "slot", "method", "params", "seed", "text", "n_tokens", "latency", "raw_text"},
         "ratings": {"id", "round_id", "output_id", "rater_id", "trait_score", "fluency_score", "created_at"},
         "picks": {"id", "round_id", "rater_id", "output_id", "created_at"},
+        "votes": {"id", "round_id", "rater_id", "outcome", "created_at"},
         "judgments": {"id", "output_id", "judge", "trait_score", "fluency_score", "created_at"},
+        "alembic_version": {"version_num"},
     }
     uniques = {t: {tuple(u["column_names"]) for u in insp.get_unique_constraints(t)} for t in columns}
     assert ("round_id", "slot") in uniques["outputs"]
     assert ("output_id", "rater_id") in uniques["ratings"]
     assert ("round_id",) in uniques["picks"]
+    assert ("round_id",) in uniques["votes"]
+    mode = next(c for c in insp.get_columns("rounds") if c["name"] == "mode")
+    assert not mode["nullable"] and "full" in str(mode["default"])
+    assert next(c for c in insp.get_columns("outputs") if c["name"] == "raw_text")["nullable"]
+
+
+@pytest.mark.parametrize("kind, mode", [("blind", "fast"), ("compare", "quick")])
+def test_round_mode_is_checked_by_the_schema(store, kind, mode):
+    """The closed set of modes, and "quick only for blind rounds", hold even for a writer that skips the store."""
+    rater = store.new_rater()
+    with store._sessions() as session:
+        session.add(Round(id="e" * 32, rater_id=rater, kind=kind, question="q", custom=False, trait="t", pole="high",
+                          model="m", created_at=utcnow(), seconds=1.0, mode=mode))
+        with pytest.raises(IntegrityError, match="(?i)check"):
+            session.commit()
+
+
+def test_vote_outcome_is_checked_and_unique_per_round(store):
+    rater = store.new_rater()
+    round_id = store.record_round(quick_round(rater))
+    with store._sessions() as session:
+        session.add(Vote(round_id=round_id, rater_id=rater, outcome="c", created_at=utcnow()))
+        with pytest.raises(IntegrityError, match="(?i)check"):
+            session.commit()
+        session.rollback()
+        session.add(Vote(round_id=round_id, rater_id=rater, outcome="tie", created_at=utcnow()))
+        session.commit()
+        session.add(Vote(round_id=round_id, rater_id=rater, outcome="a", created_at=utcnow()))
+        with pytest.raises(IntegrityError, match="(?i)unique"):
+            session.commit()
 
 
 def test_second_pick_for_a_round_violates_unique(store):
@@ -143,7 +195,8 @@ def test_full_blind_cycle(store):
     assert len(ratings) == 5
     assert list(ratings.columns) == ["rating_id", "round_id", "rater_id", "created_at", "custom", "question",
                                      "trait", "pole", "model", "slot", "method", "params", "seed", "text",
-                                     "trait_score", "fluency_score", "best", "output_id"]
+                                     "raw_text", "trait_score", "fluency_score", "best", "output_id"]
+    assert ratings["raw_text"].isna().all()  # OutputIn.raw_text defaults to None
     by_slot = ratings.set_index("slot")
     for slot, (trait, fluency) in scores.items():
         assert by_slot.loc[slot, "trait_score"] == trait and by_slot.loc[slot, "fluency_score"] == fluency
@@ -160,15 +213,26 @@ def test_full_blind_cycle(store):
     assert sorted(picks["method"]) == sorted(METHODS)
 
     outputs = store.outputs_frame()
-    assert len(outputs) == 5 and set(outputs["kind"]) == {"blind"}
-    assert store.counts() == {"raters": 1, "rounds": 1, "outputs": 5, "ratings": 5, "picks": 1}
+    assert len(outputs) == 5 and set(outputs["kind"]) == {"blind"} and set(outputs["mode"]) == {"full"}
+    assert store.counts() == {"raters": 1, "rounds": 1, "outputs": 5, "ratings": 5, "picks": 1, "votes": 0,
+                              "blind_rounds": 1, "compare_rounds": 0, "rated_rounds": 1}
+
+
+OUTPUTS_FRAME_COLUMNS = ["round_id", "kind", "mode", "rater_id", "created_at", "custom", "question", "trait", "pole",
+                         "model", "seconds", "output_id", "slot", "method", "params", "seed", "text", "raw_text",
+                         "n_tokens", "latency"]
+VOTES_FRAME_COLUMNS = ["round_id", "rater_id", "trait", "pole", "custom", "method_a", "method_b", "outcome",
+                       "created_at"]
 
 
 def test_empty_frames_keep_their_columns(store):
     assert list(store.ratings_frame().columns)[-2:] == ["best", "output_id"] and store.ratings_frame().empty
     assert list(store.picks_frame().columns) == ["round_id", "rater_id", "trait", "pole", "custom", "method",
                                                  "best"]
-    assert "method" in store.outputs_frame().columns and store.outputs_frame().empty
+    assert list(store.outputs_frame().columns) == OUTPUTS_FRAME_COLUMNS and store.outputs_frame().empty
+    votes = store.votes_frame()
+    assert list(votes.columns) == VOTES_FRAME_COLUMNS and votes.empty
+    assert str(votes["created_at"].dtype) == "datetime64[us, UTC]" and votes["custom"].dtype == bool
 
 
 def test_judgments_are_kept_once_per_output_and_judge(store):
@@ -268,6 +332,156 @@ def test_unique_constraint_backs_the_already_rated_check(store, monkeypatch):
     assert set(store.ratings_frame()["trait_score"]) == {4}
 
 
+# -- quick rounds --------------------------------------------------------------------------------------------------
+
+
+def test_quick_vote_cycle(store):
+    rater = store.new_rater()
+    round_id = store.record_round(quick_round(rater))
+    views = store.round_for_rater(round_id, rater)
+    assert [(v.slot, v.text) for v in views] == [(0, "Shown answer 0."), (1, "Shown answer 1.")]
+
+    reveal = store.record_vote(round_id, rater, "b")
+    assert all(isinstance(r, Reveal) for r in reveal)
+    assert [(r.slot, r.method) for r in reveal] == [(0, "npti"), (1, "base")]
+    assert reveal[0].params == {"strength": 2.0} and reveal[1].text == "Shown answer 1."
+
+    votes = store.votes_frame()
+    assert list(votes.columns) == VOTES_FRAME_COLUMNS and len(votes) == 1
+    row = votes.iloc[0]
+    assert (row["round_id"], row["rater_id"], row["trait"], row["pole"]) == (round_id, rater, "Extraversion", "low")
+    assert bool(row["custom"]) is True and (row["method_a"], row["method_b"], row["outcome"]) == ("npti", "base", "b")
+    assert str(votes["created_at"].dt.tz) == "UTC" and votes["custom"].dtype == bool
+
+    outputs = store.outputs_frame()
+    assert list(outputs.columns) == OUTPUTS_FRAME_COLUMNS and set(outputs["mode"]) == {"quick"}
+    assert store.ratings_frame().empty and store.picks_frame().empty  # a vote is neither a rating nor a pick
+    assert store.counts() == {"raters": 1, "rounds": 1, "outputs": 2, "ratings": 0, "picks": 0, "votes": 1,
+                              "blind_rounds": 1, "compare_rounds": 0, "rated_rounds": 1}
+
+
+@pytest.mark.parametrize("outcome", ["a", "b", "tie", "bad"])
+def test_every_outcome_is_kept(store, outcome):
+    rater = store.new_rater()
+    store.record_vote(store.record_round(quick_round(rater)), rater, outcome)
+    assert store.votes_frame()["outcome"].tolist() == [outcome]
+
+
+def test_vote_refusals_write_nothing(store):
+    rater, other = store.new_rater(), store.new_rater()
+    quick_id = store.record_round(quick_round(rater))
+    full_id = store.record_round(blind_round(rater))
+    compare_id = store.record_round(blind_round(None, kind="compare"))
+
+    def refused(match: str, verb, *args, **kwargs) -> None:
+        before = store.counts()
+        with pytest.raises(RatingRefused, match=match):
+            verb(*args, **kwargs)
+        assert store.counts() == before
+
+    refused("no such round", store.record_vote, "f" * 32, rater, "a")
+    refused("not a blind round", store.record_vote, compare_id, rater, "a")
+    refused("not issued to you", store.record_vote, quick_id, other, "a")
+    refused("rated in full", store.record_vote, full_id, rater, "a")
+    for outcome in ("c", "A", "", None, 0, ["a"]):
+        refused(r"vote 'a', 'b', 'tie' or 'bad'", store.record_vote, quick_id, rater, outcome)
+    refused("quick-vote round: vote A, B, tie or both bad", store.record_rating, quick_id, rater, all_scores(2),
+            best=0)
+
+    store.record_vote(quick_id, rater, "tie")
+    refused("already rated", store.record_vote, quick_id, rater, "a")
+    refused("not issued to you", store.record_vote, quick_id, other, "a")
+    refused("quick-vote round", store.record_rating, quick_id, rater, all_scores(2), best=0)
+    assert store.votes_frame()["outcome"].tolist() == ["tie"]
+
+
+def test_a_vote_rates_the_round_for_record_rating_too(store):
+    """A round with a vote is rated: even a full rating that passed the mode check is refused as "already rated"."""
+    rater = store.new_rater()
+    round_id = store.record_round(blind_round(rater))
+    with store._sessions() as session:  # a vote on a full round, as only a writer outside the store could make
+        session.add(Vote(round_id=round_id, rater_id=rater, outcome="a", created_at=utcnow()))
+        session.commit()
+    before = store.counts()
+    with pytest.raises(RatingRefused, match="already rated"):
+        store.record_rating(round_id, rater, all_scores(), best=0)
+    assert store.counts() == before
+
+
+def test_unique_constraint_backs_the_already_voted_check(store, monkeypatch):
+    rater = store.new_rater()
+    round_id = store.record_round(quick_round(rater))
+    store.record_vote(round_id, rater, "a")
+    monkeypatch.setattr(Store, "_already_rated", staticmethod(lambda session, round_id: False))
+    before = store.counts()
+    with pytest.raises(RatingRefused, match="already rated"):
+        store.record_vote(round_id, rater, "b")
+    assert store.counts() == before and store.votes_frame()["outcome"].tolist() == ["a"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(mode="arena"), "mode is 'full' or 'quick'"),
+    (dict(kind="compare"), "quick round is a blind vote"),
+    (dict(outputs=[OutputIn(0, "base", {}, 0, "a", 1, 0.1)]), "exactly 2 answers"),
+    (dict(outputs=[OutputIn(i, "base", {}, 0, "a", 1, 0.1) for i in range(3)]), "exactly 2 answers"),
+    (dict(outputs=[OutputIn(0, "base", {}, 0, "a", 1, 0.1), OutputIn(2, "npti", {}, 0, "b", 1, 0.1)]),
+     "slots 0 and 1"),
+    (dict(outputs=[OutputIn(0, "base", {}, 0, "a", 1, 0.1), OutputIn(1, "npti", {}, 0, "b", 1, 0.1, raw_text=3)]),
+     "raw_text"),
+])
+def test_malformed_quick_rounds_are_refused_and_write_nothing(store, change, message):
+    rater = store.new_rater()
+    before = store.counts()
+    with pytest.raises(ValueError, match=message):
+        store.record_round(quick_round(rater, **change))
+    assert store.counts() == before
+
+
+def test_raw_text_round_trips(store):
+    rater = store.new_rater()
+    outputs = [OutputIn(slot=i, method=m, params={}, seed=1, text="Trimmed.", n_tokens=5, latency=0.1,
+                        raw_text=raw)
+               for i, (m, raw) in enumerate([("base", "Trimmed. Then cut"), ("npti", None)])]
+    round_id = store.record_round(dataclasses.replace(blind_round(rater), outputs=outputs))
+    store.record_rating(round_id, rater, all_scores(2), best=1)
+
+    shown = store.outputs_frame().set_index("method")
+    assert shown.loc["base", "raw_text"] == "Trimmed. Then cut" and shown.loc["base", "text"] == "Trimmed."
+    assert shown["raw_text"].isna().tolist() == [False, True]
+    rated = store.ratings_frame().set_index("method")
+    assert rated.loc["base", "raw_text"] == "Trimmed. Then cut" and rated["raw_text"].isna().sum() == 1
+    assert list(rated.columns).index("raw_text") == list(rated.columns).index("text") + 1
+    assert [v.text for v in store.round_for_rater(round_id, rater)] == ["Trimmed.", "Trimmed."]  # never the raw one
+
+
+def test_rater_exists(store):
+    rater = store.new_rater()
+    assert store.rater_exists(rater)
+    assert not store.rater_exists("0" * 32)
+    for junk in (None, "", rater.upper(), rater[:-1], rater + "0", "g" * 32, f"' OR 1=1 --{'0' * 21}", 12, [rater]):
+        assert not store.rater_exists(junk)
+
+
+def test_rated_and_unrated_rounds_per_rater(store):
+    rater, other = store.new_rater(), store.new_rater()
+    assert (store.rated_rounds(rater), store.unrated_rounds(rater)) == (0, 0)
+    full = [store.record_round(blind_round(rater)) for _ in range(3)]
+    quick = [store.record_round(quick_round(rater)) for _ in range(2)]
+    store.record_round(quick_round(other))
+    store.record_round(blind_round(None, kind="compare"))
+    assert (store.rated_rounds(rater), store.unrated_rounds(rater)) == (0, 5)
+
+    store.record_rating(full[0], rater, all_scores(), best=0)
+    store.record_vote(quick[1], rater, "bad")
+    assert (store.rated_rounds(rater), store.unrated_rounds(rater)) == (2, 3)
+    assert (store.rated_rounds(other), store.unrated_rounds(other)) == (0, 1)
+    assert (store.rated_rounds("f" * 32), store.unrated_rounds("f" * 32)) == (0, 0)
+    counts = store.counts()
+    assert set(counts) == COUNT_KEYS
+    assert (counts["blind_rounds"], counts["compare_rounds"], counts["rated_rounds"]) == (6, 1, 2)
+    assert counts["rounds"] == counts["blind_rounds"] + counts["compare_rounds"]
+
+
 # -- location ------------------------------------------------------------------------------------------------------
 
 
@@ -363,6 +577,28 @@ def test_concurrent_submissions_on_a_file(tmp_path):
         reader.close()
 
 
+def test_concurrent_votes_on_a_file(tmp_path):
+    url = file_url(tmp_path / "votes.sqlite")
+    writer = Store(url)
+    try:
+        rater = writer.new_rater()
+        contested = writer.record_round(quick_round(rater))
+        outcomes = ("a", "b", "tie", "bad")
+        results = run_together(8, lambda i: writer.record_vote(contested, rater, outcomes[i % 4]))
+        accepted = [r for r in results if isinstance(r, list)]
+        refused = [r for r in results if isinstance(r, RatingRefused)]
+        assert len(accepted) == 1 and len(refused) == 7, results
+        assert all("already rated" in str(r) for r in refused)
+    finally:
+        writer.close()
+
+    reader = Store(url)
+    try:
+        assert reader.counts()["votes"] == 1 and len(reader.votes_frame()) == 1
+    finally:
+        reader.close()
+
+
 def test_locked_database_raises_store_busy_and_saves_nothing(tmp_path):
     path = tmp_path / "locked.sqlite"
     store = Store(file_url(path))
@@ -377,7 +613,8 @@ def test_locked_database_raises_store_busy_and_saves_nothing(tmp_path):
         with pytest.raises(StoreBusy):
             impatient.new_rater()
         raw.execute("ROLLBACK")
-        assert impatient.counts() == {"raters": 1, "rounds": 1, "outputs": 5, "ratings": 0, "picks": 0}
+        assert impatient.counts() == {"raters": 1, "rounds": 1, "outputs": 5, "ratings": 0, "picks": 0, "votes": 0,
+                                      "blind_rounds": 1, "compare_rounds": 0, "rated_rounds": 0}
         impatient.record_rating(round_id, rater, all_scores(), best=0)  # submitting again works
         assert store.counts()["picks"] == 1
     finally:
