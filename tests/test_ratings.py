@@ -1,5 +1,6 @@
 """Rating analysis on hand-made frames with answers known in advance: t-intervals, implied pairwise wins, the
-Bradley-Terry leaderboard, rank agreement and the score plot."""
+Bradley-Terry leaderboard from full-round picks and quick votes, its reading view, rank agreement and the score
+plot."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steering.ratings import bradley_terry, plot_scores, score_table, spearman, wins_from_picks
+from steering.ratings import bradley_terry, leaderboard_view, plot_scores, score_table, spearman, wins_from_picks
 
 T_975_2 = 4.302652729911275  # scipy.stats.t.ppf(0.975, 2), written out so the test does not reuse the code's call
+BOARD_COLUMNS = ["method", "rating", "lo", "hi", "rounds", "picks", "wins", "ties", "bad", "ranked", "rank"]
 
 
 def _ratings(rows: list[tuple[str, str, str, int, int]]) -> pd.DataFrame:
@@ -26,6 +28,15 @@ def _picks(rounds: list[tuple[list[str], str]]) -> pd.DataFrame:
     """One row per method shown in a round; `best` on the picked one."""
     return pd.DataFrame([dict(round_id=r, method=m, trait="Openness", pole="high", custom=False, best=m == pick)
                          for r, (shown, pick) in enumerate(rounds) for m in shown])
+
+
+def _votes(rows: list[tuple[str, str, str]], first: int = 0) -> pd.DataFrame:
+    """One quick round per (method_a, method_b, outcome), with round ids "q<first>", "q<first + 1>", ..."""
+    return pd.DataFrame([dict(round_id=f"q{first + i}", rater_id="r1", trait="Openness", pole="high", custom=False,
+                              method_a=a, method_b=b, outcome=o, created_at=pd.Timestamp("2024-01-01"))
+                         for i, (a, b, o) in enumerate(rows)],
+                        columns=["round_id", "rater_id", "trait", "pole", "custom", "method_a", "method_b", "outcome",
+                                 "created_at"])
 
 
 # score_table
@@ -105,7 +116,7 @@ def _simulated(strengths: dict[str, float], n_rounds: int, seed: int) -> pd.Data
 
 def test_bradley_terry_recovers_known_strengths():
     board = bradley_terry(_simulated({"A": 1.0, "B": 0.0, "C": -1.0}, 3000, seed=1), n_boot=100, seed=0)
-    assert list(board.columns) == ["method", "rating", "lo", "hi", "rounds", "picks", "ranked", "rank"]
+    assert list(board.columns) == BOARD_COLUMNS
     assert list(board["method"]) == ["A", "B", "C"] and list(board["rank"]) == [1, 2, 3]
     rating = board.set_index("method")["rating"]
     b = (rating - 1000) * math.log(10) / 400
@@ -162,8 +173,152 @@ def test_a_method_never_compared_does_not_break_the_fit():
 
 def test_empty_picks_give_an_empty_board():
     board = bradley_terry(_picks([]))
-    assert board.empty and list(board.columns) == ["method", "rating", "lo", "hi", "rounds", "picks", "ranked",
-                                                   "rank"]
+    assert board.empty and list(board.columns) == BOARD_COLUMNS
+    assert bradley_terry(_picks([]), _votes([])).empty
+    view = leaderboard_view(board, {}, 10)
+    assert view.empty and list(view.columns) == ["rank", "method", "rating", "95% interval", "rounds", "best picks",
+                                                 "quick wins", "ties", "both bad"]
+
+
+# bradley_terry with quick votes
+
+def test_votes_none_or_empty_give_the_picks_only_board():
+    picks = _simulated({"A": 0.5, "B": 0.0, "C": -0.5}, 80, seed=4)
+    alone = bradley_terry(picks, n_boot=50)
+    pd.testing.assert_frame_equal(bradley_terry(picks, None, n_boot=50), alone)
+    pd.testing.assert_frame_equal(bradley_terry(picks, _votes([]), n_boot=50), alone)
+    assert (alone[["wins", "ties", "bad"]] == 0).all().all()
+
+
+def test_ties_alone_give_equal_ratings():
+    board = bradley_terry(_picks([]), _votes([("A", "B", "tie")] * 6), min_votes=1, n_boot=50)
+    assert np.allclose(board["rating"], 1000.0, atol=1e-6)
+    assert (board["ties"] == 6).all() and (board["wins"] == 0).all() and (board["rounds"] == 6).all()
+
+
+def test_a_tie_is_half_a_win_each_way_by_hand():
+    # A: 3 wins + 2 ties, B: 1 win + 2 ties (both sides of a tie get half a win), so w_A = 4 and w_B = 2. For two
+    # methods the Bradley-Terry MLE satisfies sigmoid(b_A - b_B) = w_A / (w_A + w_B), i.e. b_A - b_B = log(w_A / w_B);
+    # the 1e-4 L2 penalty moves that by under 0.01 rating points here.
+    votes = _votes([("A", "B", "a")] * 3 + [("A", "B", "tie"), ("B", "A", "a"), ("B", "A", "tie")])
+    board = bradley_terry(_picks([]), votes, min_votes=1, n_boot=50).set_index("method")
+    expected_gap = 400 / math.log(10) * math.log(4 / 2)
+    assert expected_gap == pytest.approx(120.412, abs=1e-3)
+    assert board.loc["A", "rating"] - board.loc["B", "rating"] == pytest.approx(expected_gap, abs=0.05)
+    assert (board.loc["A", "wins"], board.loc["B", "wins"]) == (3, 1)
+    assert (board.loc["A", "ties"], board.loc["B", "ties"]) == (2, 2)
+
+
+def test_both_bad_votes_do_not_move_the_ratings_but_are_counted():
+    picks = _simulated({"A": 0.5, "B": 0.0, "C": -0.5}, 40, seed=5)
+    votes = _votes([("A", "B", "a"), ("B", "C", "tie"), ("C", "A", "b"), ("B", "A", "b")] * 5)
+    bad = _votes([("A", "B", "bad")] * 4 + [("C", "A", "bad"), ("A", "A", "bad")], first=100)
+    without = bradley_terry(picks, votes, n_boot=50).set_index("method").sort_index()
+    with_bad = bradley_terry(picks, pd.concat([votes, bad]), n_boot=50).set_index("method").sort_index()
+    pd.testing.assert_frame_equal(with_bad[["rating", "lo", "hi"]], without[["rating", "lo", "hi"]], check_exact=True)
+    assert (with_bad["bad"] - without["bad"]).to_dict() == {"A": 6, "B": 4, "C": 1}
+    assert (with_bad["rounds"] - without["rounds"]).to_dict() == {"A": 6, "B": 4, "C": 1}
+    assert without["rounds"].to_dict() == {"A": 40 + 15, "B": 40 + 15, "C": 40 + 10}
+
+
+def test_a_vote_of_a_method_against_itself_is_no_comparison():
+    board = bradley_terry(_picks([]), _votes([("A", "A", "a"), ("A", "A", "tie")]), min_votes=1, n_boot=10)
+    a = board.set_index("method").loc["A"]
+    assert math.isnan(a["rating"]) and not a["ranked"]
+    assert (a["rounds"], a["wins"], a["ties"]) == (2, 0, 0)
+
+
+def test_an_unknown_vote_outcome_is_refused():
+    with pytest.raises(ValueError, match="outcomes"):
+        bradley_terry(_picks([]), _votes([("A", "B", "left")]))
+
+
+def _simulated_votes(strengths: dict[str, float], n_votes: int, seed: int) -> pd.DataFrame:
+    """Quick votes on random pairs. With p = sigmoid(b_a - b_b): "a" with p - 0.1, "b" with 1 - p - 0.1, "tie" with
+    0.2, so a's expected share with ties as halves is exactly p and the half-win fit is unbiased; a further 10% of
+    the votes are "both bad", whatever the strengths (they must not matter)."""
+    rng = np.random.default_rng(seed)
+    names = list(strengths)
+    rows = []
+    for _ in range(n_votes):
+        a, b = rng.choice(len(names), 2, replace=False)
+        if rng.random() < 0.1:
+            rows.append((names[a], names[b], "bad"))
+            continue
+        p = 1 / (1 + math.exp(strengths[names[b]] - strengths[names[a]]))
+        rows.append((names[a], names[b], rng.choice(["a", "b", "tie"], p=[p - 0.1, 1 - p - 0.1, 0.2])))
+    return _votes(rows)
+
+
+def test_picks_and_votes_together_recover_known_strengths():
+    strengths = {"A": 1.0, "B": 0.0, "C": -1.0}
+    picks, votes = _simulated(strengths, 1500, seed=11), _simulated_votes(strengths, 3000, seed=12)
+    board = bradley_terry(picks, votes, n_boot=50, seed=0)
+    assert list(board["method"]) == ["A", "B", "C"] and list(board["rank"]) == [1, 2, 3]
+    b = (board.set_index("method")["rating"] - 1000) * math.log(10) / 400
+    assert b["A"] - b["B"] == pytest.approx(1.0, abs=0.12)
+    assert b["B"] - b["C"] == pytest.approx(1.0, abs=0.12)
+    assert (board["lo"] < board["rating"]).all() and (board["rating"] < board["hi"]).all()
+    counts = votes["outcome"].value_counts()
+    assert board["picks"].sum() == 1500 and board["wins"].sum() == counts["a"] + counts["b"]
+    assert board["ties"].sum() == 2 * counts["tie"] and board["bad"].sum() == 2 * counts["bad"]
+    assert board["rounds"].sum() == 3 * 1500 + 2 * 3000
+
+
+def test_equal_lower_bounds_are_ordered_by_rating_then_evidence():
+    # The bug report "NPTI with 1 best pick ranked above P² with 2, both lower bound 686.5": two unbeaten methods
+    # whose lower bound comes from the same kind of bootstrap sample (one win over base, the other method absent),
+    # equal but for floating-point noise. The one with more evidence, and so the higher rating, must come first.
+    picks = _picks([(["base", "npti"], "npti")] + [(["base", "p2"], "p2")] * 2)
+    board = bradley_terry(picks, min_votes=1, seed=0)
+    assert list(board["method"]) == ["p2", "npti", "base"] and list(board["rank"]) == [1, 2, 3]
+    lo = board.set_index("method")["lo"]
+    assert round(lo["p2"], 1) == round(lo["npti"], 1)  # the tie of the report, decided by the rating
+    # identical ratings and no bootstrap: evidence (picks + quick wins + ties / 2) decides, C 3, B 2, A 1
+    picks = _picks([(["A", "C"], "A"), (["A", "C"], "C")])
+    votes = _votes([("B", "C", "a"), ("B", "C", "b"), ("C", "B", "tie"), ("B", "C", "tie")])
+    board = bradley_terry(picks, votes, min_votes=1, n_boot=0)
+    assert np.allclose(board["rating"], 1000.0, atol=1e-9)
+    assert list(board["method"]) == ["C", "B", "A"]
+
+
+def test_unranked_rows_with_a_rating_come_before_never_compared_ones():
+    # D, shown twice, beat A both times: the top rating, yet unranked, so after A and B; solo is never compared
+    rounds = [(["A", "B"], "A"), (["A", "B"], "B")] * 6 + [(["solo"], "solo")] * 12 + [(["D", "A"], "D")] * 2
+    board = bradley_terry(_picks(rounds), min_votes=10, n_boot=20)
+    assert board.set_index("method")["rating"].idxmax() == "D"
+    assert set(board["method"].iloc[:2]) == {"A", "B"} and list(board["method"].iloc[2:]) == ["D", "solo"]
+    assert list(board["ranked"]) == [True, True, False, False]
+
+
+# leaderboard_view
+
+def test_leaderboard_view_reads_like_a_table_for_people():
+    board = pd.DataFrame({"method": ["npti", "prompt", "new", "solo"], "rating": [1087.4, 1003.6, 980.2, np.nan],
+                          "lo": [912.2, 955.0, 700.0, np.nan], "hi": [1240.6, 1050.4, 1300.0, np.nan],
+                          "rounds": [40, 30, 3, 12], "picks": [20, 10, 1, 12], "wins": [5, 2, 1, 0],
+                          "ties": [2, 2, 0, 0], "bad": [1, 0, 0, 0], "ranked": [True, True, False, False],
+                          "rank": pd.array([1, 2, pd.NA, pd.NA], dtype="Int64")})
+    view = leaderboard_view(board, {"npti": "NPTI", "new": "P²"}, min_votes=10)
+    assert list(view.columns) == ["rank", "method", "rating", "95% interval", "rounds", "best picks", "quick wins",
+                                  "ties", "both bad"]
+    assert list(view["rank"]) == [1, 2, "—", "—"]
+    assert list(view["method"]) == ["NPTI", "prompt", "P²", "solo"]
+    assert list(view["rating"]) == [1087, 1004, 980, "—"]
+    assert list(view["95% interval"]) == ["912–1241", "955–1050", "not enough rounds yet (3 of 10)",
+                                          "never compared"]
+    assert list(view["best picks"]) == [20, 10, 1, 12] and list(view["quick wins"]) == [5, 2, 1, 0]
+    assert list(view["ties"]) == [2, 2, 0, 0] and list(view["both bad"]) == [1, 0, 0, 0]
+    assert list(view["rounds"]) == [40, 30, 3, 12]
+
+
+def test_leaderboard_view_of_a_fitted_board():
+    picks = _simulated({"A": 0.5, "B": 0.0}, 30, seed=6)
+    board = bradley_terry(picks, _votes([("A", "C", "a")] * 2), min_votes=10, n_boot=20)
+    view = leaderboard_view(board, {"A": "Alpha"}, 10)
+    assert list(view["method"]) == ["Alpha", "B", "C"] and list(view["rank"]) == [1, 2, "—"]
+    assert view["95% interval"].iloc[2] == "not enough rounds yet (2 of 10)"
+    assert all("–" in text for text in view["95% interval"].iloc[:2])
 
 
 # spearman
@@ -194,6 +349,19 @@ def test_plot_scores_returns_a_figure_and_writes_a_png(tmp_path):
     assert isinstance(plot_scores(table, out), Figure)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert isinstance(plot_scores(score_table(_ratings([]))), Figure)
+
+
+def test_plot_scores_starts_at_zero_shows_n_and_display_names():
+    table = score_table(_ratings([("npti", "Openness", "high", 1, 4), ("npti", "Openness", "high", 1, 4),
+                                  ("prompt", "Openness", "high", 3, 5), ("prompt", "Neuroticism", "high", 5, 5)]))
+    fig = plot_scores(table, labels={"npti": "NPTI"})
+    ax = fig.axes[0]
+    assert ax.get_ylim()[0] == 0  # a mean of 1 still draws a bar
+    assert ax.get_ylabel() == "mean trait score (1–5; 0 = none)"
+    heights = sorted(h for h in (patch.get_height() for patch in ax.patches) if not math.isnan(h))
+    assert heights == pytest.approx([1.0, 3.0, 5.0])  # npti has no Neuroticism ratings: a NaN bar, not drawn
+    assert sorted(text.get_text() for text in ax.texts) == ["n=1", "n=1", "n=2"]
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == ["NPTI", "prompt"]
 
 
 def test_the_module_imports_no_ui_database_or_torch():
