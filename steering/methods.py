@@ -233,7 +233,8 @@ def _readout_vectors(lm: LoadedModel, rows: list[tuple[Request, str]], profiles:
 
 def answer_rows(lm: LoadedModel, rows: list[tuple[Request, str]], decoding: Decoding = Decoding(),
                 profiles: Path | None = None, steer_prompt: bool = False,
-                on_step: Callable[[int], None] | None = None, readout: bool = False) -> list[tuple[Answer, dict]]:
+                on_step: Callable[[int], None] | None = None, readout: bool = False, row_seeds: bool = False,
+                on_text: Callable[[list[str]], None] | None = None) -> list[tuple[Answer, dict]]:
     """Answer a mixed batch in ONE generate call: each row is (request, question), and rows may use different
     methods, traits and poles — base and prompted rows run the base model, sft rows their own adapter, npti rows
     their own intervention, vector rows their own vector. Returns each row's answer and the parameters it used.
@@ -241,7 +242,8 @@ def answer_rows(lm: LoadedModel, rows: list[tuple[Request, str]], decoding: Deco
     With `readout`, each answer carries the trait read-out of its tokens (`Answer.readout`, see vector.read_trait)
     wherever the row's trait has a vector. Every artefact is checked before anything is generated, so a missing
     adapter, profile or vector fails fast. Sampling (decoding.do_sample) is seeded once for the batch with the
-    first row's seed."""
+    first row's seed, or, with `row_seeds`, each row with its own request's seed (its answer then does not depend
+    on the rest of the batch). `on_text` streams every row's answer so far (see generation.generate_chats)."""
     if not rows:
         return []
     banks: dict = {}
@@ -263,12 +265,36 @@ def answer_rows(lm: LoadedModel, rows: list[tuple[Request, str]], decoding: Deco
             from .vector import steer_vectors
 
             stack.enter_context(steer_vectors(lm, pushes, steer_prompt=steer_prompt))
-        answers = generate_chats(lm, chats, decoding, plan[0].seed, adapters, on_step)
+        seed = [r.seed for r in plan] if row_seeds else plan[0].seed
+        answers = generate_chats(lm, chats, decoding, seed, adapters, on_step, on_text)
     if values is not None:
         answers = [a if readers[b] is None else replace(a, readout=tuple(
             zip(a.pieces, (round(v, 3) for v in values[b][:len(a.pieces)]))))
             for b, a in enumerate(answers)]
     return [(a, r.params) for a, r in zip(answers, plan)]
+
+
+def explain(lm: LoadedModel, request: Request, question: str, profiles: Path | None = None) -> str:
+    """What a row is given, in words a person can check (the compare page's "show prompt"): the exact system
+    prompt, and the adapter, neurons or vector that act on the model. Plain text, one fact per line."""
+    row = _plan(lm, request, question, profiles, False, {})
+    system = next((m["content"] for m in row.chat if m["role"] == "system"), None)
+    lines = [f"System prompt: {system}" if system else "No system prompt: the model sees the question alone."]
+    if row.adapter:
+        lines.append(f"LoRA adapter {row.params['adapter']}, fine-tuned on the {row.params['source']} answers.")
+    if row.intervention is not None:
+        iv = row.intervention
+        layers = sorted(set(iv.profile.layer.tolist()))
+        lines.append(f"NPTI ({row.params['source']} profile): {len(iv.profile.layer)} neurons of the "
+                     f"{iv.profile.pole} pole in layers {layers[0]}–{layers[-1]} raised at every new token, "
+                     f"strength {iv.strength:g}.")
+        if iv.opposite is not None:
+            lines.append(f"The {len(iv.opposite.layer)} neurons of the {iv.opposite.pole} pole are clamped at 0.")
+    if row.push is not None:
+        lines.append(f"Activation vector of {request.trait}, {request.pole} pole, added at layers "
+                     f"{', '.join(map(str, row.params['layers']))} with strength {row.params['strength']:g} "
+                     "(a fraction of each layer's typical residual norm).")
+    return "\n".join(lines)
 
 
 def answer(lm: LoadedModel, request: Request, questions: list[str], decoding: Decoding = Decoding(),
