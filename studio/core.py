@@ -3,27 +3,44 @@ results. It joins the engine (steering) and the store (db); the arithmetic lives
 
 from __future__ import annotations
 
+import queue
 import random
 import secrets
+import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from db import OutputIn, Reveal, RoundIn, SlotView, Store, StoreBusy
+from db import OutputIn, RatingRefused, Reveal, RoundIn, SlotView, Store, StoreBusy
 from steering.bank import questions as bank_questions
 from steering.bank import TraitBank
-from steering.generation import Decoding, check_question
-from steering.induce import check_strength
-from steering.methods import METHODS, Request, answer_rows, default_strength, unavailable
+from steering.generation import Decoding, check_question, trim_to_sentence
+from steering.induce import MAX_STRENGTH, check_strength
+from steering.methods import METHODS, Request, answer_rows, default_strength, explain, unavailable
 from steering.models import LoadedModel
-from steering.traits import check_pole, check_trait
+from steering.traits import POLES, check_pole, check_trait
 
 LABELS = {"base": "Base model", "simple": "Simple prompt", "p2": "P² persona prompt", "sft": "LoRA fine-tune",
           "npti": "NPTI (neurons)", "vector": "Activation vector"}
 SLOT_NAMES = "ABCDEF"
+NOTES = {  # one line per method, wherever results name methods
+    "base": "the model as shipped, asked the question alone",
+    "simple": "a system prompt naming the pole's adjectives (\"You are an outgoing, sociable person\")",
+    "p2": "a system prompt with a rich description of a person at the pole (P², persona prompting)",
+    "sft": "a LoRA adapter fine-tuned on our corpus's answers of the pole (supervised fine-tuning)",
+    "npti": "NPTI: the MLP neurons whose firing differs between the poles, shifted while the model writes",
+    "vector": "a direction added to the residual stream: the mean difference of the poles' activations",
+}
+MODES = ("full", "quick")
+OUTCOMES = ("a", "b", "tie", "bad")
+
+
+class UnknownRater(RatingRefused):
+    """A rater id this studio's store never made (forged, mistyped, or from another database)."""
 
 
 def target_text(trait: str, pole: str) -> str:
@@ -40,6 +57,32 @@ class Column:
     params: dict
     reason: str | None = None  # why the method is unavailable
     readout: tuple[tuple[str, float], ...] | None = None  # (token, trait read-out) where the trait has a vector
+    prompt: str | None = None  # what the method was given (system prompt, adapter, neurons, vector), in words
+    raw_text: str | None = None  # the answer before trimming to whole sentences
+
+
+def shown_answer(answer) -> tuple[str, tuple | None]:
+    """What the pages show of an answer: trimmed to its last whole sentence (generation.trim_to_sentence), and
+    its read-out cut to the tokens that are still shown."""
+    text = trim_to_sentence(answer.text, answer.finished)
+    readout = answer.readout
+    if readout and text != answer.text:
+        def visible(t: str) -> int:  # decoders differ in the spaces they put between pieces
+            return len("".join(t.split()))
+
+        keep, target, seen = [], visible(text.rstrip("…")), 0
+        for piece, value in readout:
+            if seen >= target:
+                break
+            keep.append((piece, value))
+            seen += visible(piece)
+        readout = tuple(keep)
+    return text, readout
+
+
+def _output(slot: int, column: "Column", seed: int, seconds: float) -> OutputIn:
+    return OutputIn(slot, column.method, column.params, seed, column.text, column.params["n_tokens"], seconds,
+                    raw_text=column.raw_text)
 
 
 @dataclass(frozen=True)
@@ -51,12 +94,21 @@ class CompareResult:
 
 
 @dataclass(frozen=True)
+class Results:
+    summary: str  # Markdown: rounds, votes, raters
+    board: object  # pandas DataFrame (ratings.leaderboard_view)
+    scores: object  # pandas DataFrame, readable
+    figure: object | None  # matplotlib Figure, None without ratings
+
+
+@dataclass(frozen=True)
 class BlindRound:
     round_id: str
     question: str
     target: str
     custom: bool
     slots: list[SlotView]  # slot and text only: the page is never told which method wrote what
+    mode: str = "full"  # "full": score every answer and pick the best; "quick": two answers, one vote
 
 
 @dataclass
@@ -75,11 +127,31 @@ class Studio:
     def __post_init__(self) -> None:
         # decorated once, at start-up: ZeroGPU registers the functions that will ask for a GPU when the app starts
         self._run = self.gpu(self._answer_rows)
-        self._exports = Path(tempfile.mkdtemp(prefix="persona-studio-"))  # one folder, overwritten per download
+        # download files, one per request; removed with the studio or at exit (weakref.finalize runs then too)
+        self._exports = Path(tempfile.mkdtemp(prefix="persona-studio-"))
+        weakref.finalize(self, shutil.rmtree, self._exports, True)
 
     def _answer_rows(self, rows: list, on_step: Callable[[int], None] | None, decoding: Decoding,
-                     readout: bool = False) -> list:
-        return answer_rows(self.lm, rows, decoding, self.profiles, on_step=on_step, readout=readout)
+                     readout: bool = False, on_text: Callable[[list[str]], None] | None = None) -> list:
+        # every row samples with its own request's seed: a method's answer does not depend on its neighbours
+        return answer_rows(self.lm, rows, decoding, self.profiles, on_step=on_step, readout=readout,
+                           row_seeds=True, on_text=on_text)
+
+    # -- raters ---------------------------------------------------------------------------------------------
+    def new_rater(self) -> str:
+        """A new anonymous rater id (the page keeps it in the browser)."""
+        return self.store.new_rater()
+
+    def check_rater(self, rater: object) -> str:
+        """The rater id if this studio's store made it, else RatingRefused (a forged or stale id): checked before
+        any generation, so an unknown id costs nothing."""
+        if not isinstance(rater, str) or not self.store.rater_exists(rater):
+            raise UnknownRater("unknown rater id: ask the studio for one (POST /api/raters, or reload the page)")
+        return rater
+
+    def rated_rounds(self, rater: str) -> int:
+        """How many blind rounds this rater has rated (full rounds and quick votes)."""
+        return self.store.rated_rounds(rater)
 
     # -- what the pages ask before generating ---------------------------------------------------------------
     def availability(self, trait: str, pole: str) -> dict[str, str | None]:
@@ -101,21 +173,35 @@ class Studio:
 
     # -- generation -----------------------------------------------------------------------------------------
     def _generate(self, requests: list[Request], question: str, on_step: Callable[[int], None] | None,
-                  decoding: Decoding | None = None, readout: bool = False) -> tuple[list, float]:
+                  decoding: Decoding | None = None, readout: bool = False,
+                  on_text: Callable[[list[str]], None] | None = None) -> tuple[list, float]:
         with self._lock:
             started = time.perf_counter()
-            out = self._run([(r, question) for r in requests], on_step if self.step_progress else None,
-                            decoding or self.decoding, readout)
+            live = self.step_progress  # on ZeroGPU generation runs in another process: no callbacks
+            out = self._run([(r, question) for r in requests], on_step if live else None, decoding or self.decoding,
+                            readout, on_text if live else None)
             return out, time.perf_counter() - started
+
+    def _columns(self, ready: list[str], requests: list[Request], question: str, out: list,
+                 labels: list[str] | None = None) -> list[Column]:
+        columns = []
+        for i, (m, request, (ans, params)) in enumerate(zip(ready, requests, out)):
+            text, readout = shown_answer(ans)
+            columns.append(Column(m, labels[i] if labels else LABELS[m], text, {**params, "n_tokens": ans.n_tokens},
+                                  None, readout, explain(self.lm, request, question, self.profiles), ans.text))
+        return columns
 
     def compare(self, question: str, trait: str, pole: str, methods: list[str], strength: float | None = None,
                 seed: int = 0, custom: bool | None = None,
-                on_step: Callable[[int], None] | None = None, vector_strength: float | None = None) -> CompareResult:
+                on_step: Callable[[int], None] | None = None, vector_strength: float | None = None,
+                on_text: Callable[[dict[str, str]], None] | None = None) -> CompareResult:
         """Every chosen method answers the question in one batch; unavailable ones come back with the reason.
-        `strength` is NPTI's and `vector_strength` the vector's (None: the pole's shipped default). Each answer
-        carries the trait read-out of its tokens where the trait has a vector. The round is recorded (kind
-        "compare"); `custom` (None: whether the question is not one of the bank's development questions for the
-        trait) marks typed questions."""
+        `strength` is NPTI's and `vector_strength` the vector's (None: the pole's shipped default). Every method
+        samples with `seed` on a generator of its own, so a column does not change with the others ticked. Each
+        answer is trimmed to its last whole sentence and carries the trait read-out of its tokens where the trait
+        has a vector, and what the method was given (`Column.prompt`). `on_text` streams {method: answer so far}.
+        The round is recorded (kind "compare"; never counted as a rated round); `custom` (None: whether the
+        question is not one of the bank's development questions for the trait) marks typed questions."""
         question = check_question(question)
         trait, pole = check_trait(trait), check_pole(pole)
         if custom is None:
@@ -123,10 +209,13 @@ class Studio:
         for s in (strength, vector_strength):
             if s is not None:
                 check_strength(s)
+        methods = list(methods)
         unknown = [m for m in methods if m not in METHODS]
         if unknown or not methods:
             raise ValueError(f"choose at least one method among {', '.join(METHODS)}" +
-                             (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+                             (f" (unknown: {', '.join(map(str, unknown))})" if unknown else ""))
+        if len(set(methods)) != len(methods):
+            raise ValueError("each method at most once")
         status = self.availability(trait, pole)
         ready = [m for m in methods if status[m] is None]
         columns: dict[str, Column] = {m: Column(m, LABELS[m], None, {}, status[m]) for m in methods if status[m]}
@@ -134,23 +223,81 @@ class Studio:
         if ready:
             given = {"npti": strength, "vector": vector_strength}
             requests = [Request(m, trait, pole, given.get(m), seed) for m in ready]
-            out, seconds = self._generate(requests, question, on_step, readout=True)
-            for m, (ans, params) in zip(ready, out):
-                columns[m] = Column(m, LABELS[m], ans.text, {**params, "n_tokens": ans.n_tokens}, None, ans.readout)
+            stream = None if on_text is None else (lambda texts: on_text(dict(zip(ready, texts))))
+            out, seconds = self._generate(requests, question, on_step, readout=True, on_text=stream)
+            for column in self._columns(ready, requests, question, out):
+                columns[column.method] = column
             try:
                 round_id = self.store.record_round(RoundIn(
                     kind="compare", question=question, custom=custom, trait=trait, pole=pole, model=self.lm.name,
-                    seconds=seconds, outputs=[OutputIn(i, m, columns[m].params, seed, columns[m].text,
-                                                       columns[m].params["n_tokens"], seconds)
-                                              for i, m in enumerate(ready)]))
+                    seconds=seconds, outputs=[_output(i, columns[m], seed, seconds) for i, m in enumerate(ready)]))
             except StoreBusy:  # the answers are still shown; only the history entry is lost
                 round_id = None
         return CompareResult(round_id, question, [columns[m] for m in methods], seconds)
 
+    def stream(self, work: Callable[..., object], *args, **kwargs) -> Iterator[object]:
+        """Run `work(*args, on_text=..., **kwargs)` (compare or compare_poles) on a worker thread and yield what it
+        streams ({key: answer so far}, at most one snapshot per 0.1 s) and, last, its result; its error, if any,
+        is raised here."""
+        updates: queue.Queue = queue.Queue()
+        done, box = object(), {}
+
+        def run() -> None:
+            try:
+                box["result"] = work(*args, on_text=updates.put, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+                box["error"] = exc
+            finally:
+                updates.put(done)
+
+        threading.Thread(target=run, daemon=True, name="persona-studio-generate").start()
+        while True:
+            item = updates.get()
+            time.sleep(0.1)  # let snapshots pile up: only the newest one is shown
+            while item is not done and not updates.empty():
+                item = updates.get_nowait()
+            if item is done:
+                break
+            yield item
+        if "error" in box:
+            raise box["error"]
+        yield box["result"]
+
+    def compare_poles(self, question: str, trait: str, method: str, strength: float | None = None, seed: int = 0,
+                      on_step: Callable[[int], None] | None = None,
+                      on_text: Callable[[dict[str, str]], None] | None = None) -> CompareResult:
+        """One method, both poles of the trait, same question and seed, in one batch (the "high vs low" view;
+        not recorded). `strength` applies to both poles (None: each pole's shipped default)."""
+        question = check_question(question)
+        trait = check_trait(trait)
+        if method not in METHODS:
+            raise ValueError(f"choose one method among {', '.join(METHODS)}")
+        if strength is not None:
+            check_strength(strength)
+        status = {p: unavailable(self.lm, method, trait, p, self.profiles) for p in POLES}
+        ready = [p for p in POLES if status[p] is None]
+        labels = {p: f"{LABELS[method]}: {p} {trait}" for p in POLES}
+        columns = {p: Column(method, labels[p], None, {}, status[p]) for p in POLES if status[p]}
+        seconds = 0.0
+        if ready:
+            requests = [Request(method, trait, p, strength if method in ("npti", "vector") else None, seed)
+                        for p in ready]
+            stream = None if on_text is None else (lambda texts: on_text(dict(zip(ready, texts))))
+            out, seconds = self._generate(requests, question, on_step, readout=True, on_text=stream)
+            for p, column in zip(ready, self._columns([method] * len(ready), requests, question, out,
+                                                      [labels[p] for p in ready])):
+                columns[p] = column
+        return CompareResult(None, question, [columns[p] for p in POLES], seconds)
+
     def blind_round(self, rater: str, trait: str, pole: str, question: str | None = None,
-                    on_step: Callable[[int], None] | None = None) -> BlindRound:
-        """Every available method answers one question (typed: custom, or drawn from the bank) in one batch, in a
-        shuffled order; the slot-to-method mapping goes to the store and nowhere else."""
+                    on_step: Callable[[int], None] | None = None, mode: str = "full") -> BlindRound:
+        """A blind round for a known rater (checked first): in "full" mode every available method answers, in
+        "quick" mode two methods drawn at random; one question (typed: custom, or drawn from the bank) in one batch,
+        in a shuffled order, each method sampling with a seed of its own. The slot-to-method mapping goes to the
+        store and nowhere else."""
+        self.check_rater(rater)
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         trait, pole = check_trait(trait), check_pole(pole)
         custom = bool(question and question.strip())
         question = check_question(question) if custom else self.draw_question(trait)
@@ -160,19 +307,32 @@ class Studio:
                              f"{len(ready)} can answer on this model")
         rng = random.Random(secrets.randbits(64))
         rng.shuffle(ready)
-        seed = rng.randrange(2**31)
+        if mode == "quick":
+            ready = ready[:2]
+        seeds = rng.sample(range(2**31), len(ready))
         # always sampled: with greedy decoding a rater could replay the question on the compare page and match the
         # texts to methods
         decoding = replace(self.decoding, do_sample=True)
-        out, seconds = self._generate([Request(m, trait, pole, None, seed) for m in ready], question, on_step,
-                                      decoding)
+        requests = [Request(m, trait, pole, None, sd) for m, sd in zip(ready, seeds)]
+        out, seconds = self._generate(requests, question, on_step, decoding)
+        outputs = []
+        for slot, (m, sd, (ans, params)) in enumerate(zip(ready, seeds, out)):
+            text, _ = shown_answer(ans)
+            outputs.append(OutputIn(slot, m, params, sd, text, ans.n_tokens, seconds, raw_text=ans.text))
         round_id = self.store.record_round(RoundIn(
             kind="blind", question=question, custom=custom, trait=trait, pole=pole, model=self.lm.name,
-            seconds=seconds, rater_id=rater,
-            outputs=[OutputIn(slot, m, params, seed, ans.text, ans.n_tokens, seconds)
-                     for slot, (m, (ans, params)) in enumerate(zip(ready, out))]))
+            seconds=seconds, rater_id=rater, outputs=outputs, mode=mode))
         return BlindRound(round_id, question, target_text(trait, pole), custom,
-                          self.store.round_for_rater(round_id, rater))
+                          self.store.round_for_rater(round_id, rater), mode)
+
+    def slots(self, round_id: str, rater: str) -> list[SlotView]:
+        """A blind round's answers as its rater may see them before the vote (RatingRefused for anyone else)."""
+        return self.store.round_for_rater(round_id, rater)
+
+    def vote(self, round_id: str, rater: str, outcome: str) -> list[Reveal]:
+        """Store a rater's quick vote ("a", "b", "tie" or "bad") for a quick round issued to them; return the
+        reveal (RatingRefused or StoreBusy otherwise, and nothing is written)."""
+        return self.store.record_vote(round_id, rater, outcome)
 
     def rate(self, round_id: str, rater: str, scores: dict[int, tuple[int, int]], best: int) -> list[Reveal]:
         """Store a rater's scores and pick for a round issued to them; return the reveal (RatingRefused or
@@ -224,15 +384,86 @@ class Studio:
                                                         for o, j in zip(todo["output_id"], found)})
 
     # -- results --------------------------------------------------------------------------------------------
-    def ratings_csv(self, folder: Path | None = None) -> Path:
-        """All ratings as a CSV file, rater ids replaced by a hash (a rater id is what authorises rating, so it is
-        never published). Written to the studio's one export folder unless `folder` is given."""
+    def results(self, min_votes: int = 10, include_custom: bool = True) -> Results:
+        """What the Results tab shows: a summary line, the leaderboard (Bradley–Terry on best picks and quick
+        votes), the mean ratings per method, trait and pole, and their plot. Compare runs are never counted."""
+        from steering.ratings import bradley_terry, leaderboard_view, plot_scores, score_table
+
+        ratings, picks, votes = self.store.ratings_frame(), self.store.picks_frame(), self.store.votes_frame()
+        if not include_custom:
+            ratings, picks, votes = ratings[~ratings["custom"]], picks[~picks["custom"]], votes[~votes["custom"]]
+        min_votes = max(int(min_votes or 1), 1)
+        board = leaderboard_view(bradley_terry(picks, votes, min_votes=min_votes), LABELS, min_votes)
+        full, quick = picks["round_id"].nunique(), len(votes)
+        raters = len(set(picks["rater_id"]) | set(votes["rater_id"]))
+        summary = (f"**{_n(full + quick, 'blind round')} rated** ({_n(full, 'full round')} with "
+                   f"{_n(len(ratings), 'answer rating')}, {_n(quick, 'quick vote')}) by {_n(raters, 'rater')}. "
+                   f"Compare runs are not counted. A method is ranked once it was shown in "
+                   f"{_n(min_votes, 'rated round')}.")
+        table = score_table(ratings)
+        figure = plot_scores(table, None, labels=LABELS) if len(ratings) else None
+        return Results(summary, board, _readable_scores(table), figure)
+
+    def export_csv(self, what: str = "ratings") -> bytes:
+        """All ratings ("ratings": one row per answer rated in a full round, with its shown and raw text) or all
+        quick votes ("votes") as CSV, built in memory (concurrent downloads share nothing). Rater ids are
+        replaced by a hash (a rater id is what authorises rating, so it is never published), and a text cell that
+        a spreadsheet would run as a formula (= + - @ first) is prefixed with an apostrophe."""
         import hashlib
 
-        frame = self.store.ratings_frame()
+        import pandas as pd
+
+        frames = {"ratings": self.store.ratings_frame, "votes": self.store.votes_frame}
+        if what not in frames:
+            raise ValueError(f"export 'ratings' or 'votes', not {what!r}")
+        frame = frames[what]()
         frame["rater_id"] = [hashlib.sha256(r.encode()).hexdigest()[:12] for r in frame["rater_id"]]
-        path = Path(folder or self._exports) / "persona-studio-ratings.csv"
-        tmp = path.with_suffix(".tmp")
-        frame.to_csv(tmp, index=False)
-        tmp.replace(path)
-        return path
+        for column in frame.columns:
+            if frame[column].dtype == object or pd.api.types.is_string_dtype(frame[column]):
+                frame[column] = [_inert(v) for v in frame[column]]
+        return frame.to_csv(index=False).encode("utf-8")
+
+    def ratings_csv(self, what: str = "ratings") -> Path:
+        """`export_csv` written to a file of its own (a download button needs a path)."""
+        for old in self._exports.glob("*.csv"):  # the page has fetched (copied) anything older than a minute
+            try:
+                if time.time() - old.stat().st_mtime > 60:
+                    old.unlink()
+            except FileNotFoundError:  # another download removed it first
+                pass
+        handle, name = tempfile.mkstemp(prefix=f"persona-studio-{what}-", suffix=".csv", dir=self._exports)
+        with open(handle, "wb") as out:
+            out.write(self.export_csv(what))
+        return Path(name)
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _inert(value: object) -> object:
+    """A CSV cell a spreadsheet shows as text: strings starting with = + - @ (or a tab or carriage return, which
+    some spreadsheets skip before reading a formula) get a leading apostrophe."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def _readable_scores(table):
+    """The mean-ratings table as a person reads it: display names, "mean [95% interval]" per score."""
+    import pandas as pd
+
+    if table.empty:
+        return pd.DataFrame(columns=["method", "trait", "pole", "ratings", "portrays the target (1–5)",
+                                     "fluency (1–5)"])
+
+    def cell(mean, lo, hi):
+        return f"{mean:.2f}" if pd.isna(lo) else f"{mean:.2f} [{lo:.2f}–{hi:.2f}]"
+
+    return pd.DataFrame({
+        "method": [LABELS.get(m, m) for m in table["method"]], "trait": table["trait"], "pole": table["pole"],
+        "ratings": table["n"],
+        "portrays the target (1–5)": [cell(*r) for r in zip(table["trait_mean"], table["trait_lo"],
+                                                               table["trait_hi"])],
+        "fluency (1–5)": [cell(*r) for r in zip(table["fluency_mean"], table["fluency_lo"], table["fluency_hi"])],
+    })

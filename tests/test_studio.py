@@ -68,11 +68,17 @@ def test_compare_answers_every_method_in_one_round_and_says_why_one_is_missing(s
     assert by["sft"].text is None and "finetune --data corpus --trait Extraversion --pole high" in by["sft"].reason
     assert all(by[m].text is not None for m in METHODS if m != "sft")
     assert by["npti"].params["strength"] == 1.0
-    # every answer carries the trait read-out of its tokens (the trait has a vector), one value per token
+    # every answer carries the trait read-out of its shown tokens (the trait has a vector), one value per token;
+    # the shown text is the raw answer trimmed to whole sentences (or a marked cut), the raw one is kept
     for m in METHODS:
         if m != "sft":
             pieces = "".join(p for p, _ in by[m].readout or ()).replace(" ", "")
-            assert pieces and pieces == by[m].text.replace(" ", "")
+            assert pieces and pieces == by[m].text.rstrip("…").replace(" ", "")
+            assert by[m].raw_text.startswith(by[m].text.rstrip("…"))
+            assert by[m].text.endswith((".", "!", "?", "…")) or by[m].text == by[m].raw_text
+            assert by[m].prompt
+    assert "System prompt:" in by["p2"].prompt and "NPTI" in by["npti"].prompt
+    assert "Activation vector" in by["vector"].prompt and "No system prompt" in by["base"].prompt
     frame = studio.store.outputs_frame()
     assert sorted(frame["method"]) == sorted(m for m in METHODS if m != "sft")
     assert set(frame["round_id"]) == {result.round_id}
@@ -163,3 +169,81 @@ def test_blind_rating_over_http_refusals_and_eight_raters_at_once(studio, tmp_pa
         with urllib.request.urlopen(f"{base}/api/ratings.csv") as r:
             lines = r.read().decode().splitlines()
         assert len(lines) == 1 + 8 * n
+
+
+def test_blind_rounds_give_each_method_its_own_seed_and_keep_raw_and_shown_text(studio):
+    rater = studio.new_rater()
+    r = studio.blind_round(rater, "Extraversion", "low")
+    frame = studio.store.outputs_frame()
+    assert len(frame) == len(r.slots) and frame["seed"].nunique() == len(r.slots)
+    for text, raw in zip(frame["text"], frame["raw_text"]):
+        assert raw.startswith(text.rstrip("…")) and (text == raw or text.endswith((".", "!", "?", "…")))
+
+
+def test_quick_rounds_pit_two_methods_and_take_one_vote(studio):
+    rater = studio.new_rater()
+    r = studio.blind_round(rater, "Extraversion", "low", mode="quick")
+    assert r.mode == "quick" and [s.slot for s in r.slots] == [0, 1]
+    assert studio.rated_rounds(rater) == 0
+    revealed = studio.vote(r.round_id, rater, "tie")
+    assert len({x.method for x in revealed}) == 2 and studio.rated_rounds(rater) == 1
+    with pytest.raises(ValueError, match="already rated"):
+        studio.vote(r.round_id, rater, "a")
+    with pytest.raises(ValueError, match="mode must be"):
+        studio.blind_round(rater, "Extraversion", "low", mode="duel")
+    results = studio.results(min_votes=1)
+    assert "1 blind round rated" in results.summary and "1 quick vote)" in results.summary
+    shown = set(results.board["method"])
+    assert {LABELS[x.method] for x in revealed} <= shown
+
+
+def test_an_unknown_rater_is_refused_before_anything_is_generated(studio):
+    from studio.core import UnknownRater
+
+    calls = []
+    studio._run = lambda *a: calls.append(a)
+    for forged in ("f" * 32, "nobody", None):
+        with pytest.raises(UnknownRater, match="unknown rater"):
+            studio.blind_round(forged, "Extraversion", "low")
+    assert calls == [] and studio.store.counts()["rounds"] == 0
+
+
+def test_streaming_yields_growing_answers_then_the_result(studio):
+    from studio.core import CompareResult
+
+    real = studio._run
+
+    def slow(rows, on_step, decoding, readout, on_text):  # a tiny model is faster than the page's 0.1 s refresh
+        return real(rows, on_step, decoding, readout, lambda texts: (time.sleep(0.06), on_text(texts)))
+
+    studio._run = slow
+    updates = list(studio.stream(studio.compare, "how was your weekend?", "Extraversion", "high", ["base", "npti"]))
+    *partial, result = updates
+    assert isinstance(result, CompareResult) and len(partial) >= 2
+    assert all(set(u) == {"base", "npti"} for u in partial)
+    lengths = [len(u["base"]) for u in partial]
+    assert lengths == sorted(lengths) and lengths[-1] > 0
+    with pytest.raises(ValueError, match="the question is empty"):
+        list(studio.stream(studio.compare, " ", "Extraversion", "high", ["base"]))
+    with pytest.raises(ValueError, match="at most once"):
+        studio.compare("hi?", "Extraversion", "high", ["base"] * 3)
+
+
+def test_high_vs_low_answers_both_poles_with_one_method(studio):
+    result = studio.compare_poles("how was your weekend?", "Extraversion", "npti", strength=1.0, seed=3)
+    high, low = result.columns
+    assert high.params["pole"] == "high" and low.params["pole"] == "low"
+    assert high.params["seed"] == low.params["seed"] == 3 and high.text and low.text
+    assert result.round_id is None and studio.store.counts()["rounds"] == 0  # an exploration: not recorded
+
+
+def test_csv_export_defuses_formulas_and_hides_rater_ids(studio):
+    rater = studio.new_rater()
+    r = studio.blind_round(rater, "Extraversion", "low", question="=HYPERLINK(\"http://x\") and more?")
+    studio.rate(r.round_id, rater, {s.slot: (3, 4) for s in r.slots}, best=0)
+    text = studio.export_csv("ratings").decode()
+    assert "'=HYPERLINK" in text and "\n=HYPERLINK" not in text and ",=HYPERLINK" not in text
+    assert rater not in text and "raw_text" in text
+    assert studio.export_csv("votes").decode().startswith("round_id,")
+    path = studio.ratings_csv()
+    assert path.read_bytes() == studio.export_csv("ratings") and path.parent == studio._exports
