@@ -22,6 +22,29 @@ def hook_scope() -> Iterator[list]:
         handles.clear()
 
 
+# each hook dict of a module, with the dicts torch keys alike for the same handle
+_HOOK_DICTS = {"_forward_hooks": ("_forward_hooks_with_kwargs", "_forward_hooks_always_called"),
+               "_forward_pre_hooks": ("_forward_pre_hooks_with_kwargs",)}
+
+
+@contextmanager
+def leaves_no_hooks(model: torch.nn.Module) -> Iterator[None]:
+    """Whatever hooks are added to `model`'s modules inside the block, by code we do not control, are removed when
+    it ends, however it ends. peft's per-row `adapter_names` forward registers pre-forward hooks and removes them
+    without a `finally`: a generate that raises (a progress callback, a steering hook, a KeyboardInterrupt) leaves
+    them on the model, and every later forward with another batch size fails. Hooks present before the block stay."""
+    before = {id(m): {name: set(getattr(m, name)) for name in _HOOK_DICTS} for m in model.modules()}
+    try:
+        yield
+    finally:
+        for module in model.modules():
+            known = before.get(id(module), {})
+            for name, companions in _HOOK_DICTS.items():
+                for key in set(getattr(module, name)) - known.get(name, set()):
+                    for dict_name in (name, *companions):
+                        getattr(module, dict_name, {}).pop(key, None)
+
+
 @dataclass(frozen=True)
 class Call:
     """One forward call of the model as generate makes it."""

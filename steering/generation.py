@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from ._hooks import leaves_no_hooks
 from .adapters import row_adapters
 from .models import LoadedModel
 
@@ -162,7 +163,9 @@ def generate_chats(lm: LoadedModel, conversations: list[list[dict]], decoding: D
         processors.append(_StepCounter(on_step, on_text, lm, prompt_length, eos))
     if processors:
         per_row["logits_processor"] = LogitsProcessorList(processors)
-    out = lm.model.generate(**enc, **kwargs, **per_row, eos_token_id=eos, pad_token_id=lm.tokenizer.pad_token_id)
+    with leaves_no_hooks(lm.model):  # peft's per-row adapter hooks survive an exception otherwise
+        out = lm.model.generate(**enc, **kwargs, **per_row, eos_token_id=eos,
+                                pad_token_id=lm.tokenizer.pad_token_id)
     answers = []
     for row in out[:, prompt_length:].tolist():
         text, stop, kept = _decode(lm, row, eos)

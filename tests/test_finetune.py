@@ -173,3 +173,27 @@ def test_training_pairs_read_one_pole(tmp_path):
     assert training_pairs(path, "Openness", "high") == [("q0?", "a0"), ("q2?", "a2")]
     with pytest.raises(ValueError, match="no answers for Extraversion low"):
         training_pairs(path, "Extraversion", "low")
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("progress bar broke"), KeyboardInterrupt()])
+def test_a_generation_that_fails_midway_leaves_no_adapter_hooks(chat_lm, tmp_path, failure):
+    """peft's per-row adapter hooks must not outlive a generate that raises: afterwards a plain forward with
+    another batch size runs, and the model has exactly the hooks it had before."""
+    _random_adapter(chat_lm, tmp_path / "a", seed=1)
+    attach_adapter(chat_lm, "a", tmp_path / "a")
+
+    def hooks() -> int:
+        return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in chat_lm.model.modules())
+
+    before = hooks()
+
+    def fail(step):
+        if step == 3:
+            raise failure
+
+    with pytest.raises(type(failure)):
+        generate_chats(chat_lm, CHATS[:3], Decoding(max_new_tokens=8), adapters=["a", None, "a"], on_step=fail)
+    assert hooks() == before
+    plain = _logits(chat_lm, CHATS[:2])  # another batch size: failed with a leaked adapter_names hook
+    assert plain.shape[0] == 2
+    assert len(generate_chats(chat_lm, CHATS[:2], Decoding(max_new_tokens=4), adapters=["a", None])) == 2
