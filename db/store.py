@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from numbers import Integral
 from pathlib import Path
 from typing import Any
@@ -367,12 +368,15 @@ class Store:
         with self._reading() as session:
             return int(session.scalar(select(picks + votes)) or 0)
 
-    def unrated_rounds(self, rater_id: str) -> int:
-        """How many blind rounds were issued to this rater and are still waiting for a pick or a vote (rounds a
-        rater asked for and left; a cap on them keeps one session from generating without rating)."""
+    def unrated_rounds(self, rater_id: str, since: datetime | None = None) -> int:
+        """How many blind rounds were issued to this rater (after `since`, if given) and are still waiting for a
+        pick or a vote (rounds a rater asked for and left; a cap on recent ones keeps one session from generating
+        without rating, and lets an abandoned round stop counting after a while)."""
         query = (select(func.count()).select_from(Round)
                  .where(Round.kind == "blind", Round.rater_id == rater_id,
                         ~exists().where(Pick.round_id == Round.id), ~exists().where(Vote.round_id == Round.id)))
+        if since is not None:
+            query = query.where(Round.created_at >= since)
         with self._reading() as session:
             return int(session.scalar(query) or 0)
 

@@ -24,6 +24,10 @@ from steering.methods import METHODS, Request, answer_rows, default_strength, ex
 from steering.models import LoadedModel
 from steering.traits import POLES, check_pole, check_trait
 
+from .limits import Gate, Limits, TooMany
+
+UNRATED_WINDOW_S = 600  # an unrated round counts against its rater's cap for this long
+
 LABELS = {"base": "Base model", "simple": "Simple prompt", "p2": "P² persona prompt", "sft": "LoRA fine-tune",
           "npti": "NPTI (neurons)", "vector": "Activation vector"}
 SLOT_NAMES = "ABCDEF"
@@ -122,11 +126,14 @@ class Studio:
     profiles: Path | None = None
     gpu: Callable[[Callable], Callable] = lambda fn: fn  # spaces.GPU on ZeroGPU, identity elsewhere
     step_progress: bool = True  # per-token progress (off on ZeroGPU, where generation runs in another process)
+    limits: Limits = Limits()
+    admin_token: str | None = None  # when set, exports and judge runs need it
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         # decorated once, at start-up: ZeroGPU registers the functions that will ask for a GPU when the app starts
         self._run = self.gpu(self._answer_rows)
+        self._gate = Gate(self.limits)
         # download files, one per request; removed with the studio or at exit (weakref.finalize runs then too)
         self._exports = Path(tempfile.mkdtemp(prefix="persona-studio-"))
         weakref.finalize(self, shutil.rmtree, self._exports, True)
@@ -138,9 +145,18 @@ class Studio:
                            row_seeds=True, on_text=on_text)
 
     # -- raters ---------------------------------------------------------------------------------------------
-    def new_rater(self) -> str:
-        """A new anonymous rater id (the page keeps it in the browser)."""
+    def new_rater(self, client: str = "local") -> str:
+        """A new anonymous rater id (the page keeps it in the browser); TooMany past the raters per address."""
+        self._gate.hit("rater", client, "too many new raters from your address in the last hour; reuse the one "
+                                        "you have (the page keeps it) or try again later")
         return self.store.new_rater()
+
+    def is_admin(self, token: str | None) -> bool:
+        """Whether `token` opens the exports and judge runs: always where no admin token is set."""
+        import hmac
+
+        return self.admin_token is None or (isinstance(token, str) and
+                                            hmac.compare_digest(token.encode(), self.admin_token.encode()))
 
     def check_rater(self, rater: object) -> str:
         """The rater id if this studio's store made it, else RatingRefused (a forged or stale id): checked before
@@ -175,7 +191,7 @@ class Studio:
     def _generate(self, requests: list[Request], question: str, on_step: Callable[[int], None] | None,
                   decoding: Decoding | None = None, readout: bool = False,
                   on_text: Callable[[list[str]], None] | None = None) -> tuple[list, float]:
-        with self._lock:
+        with self._gate.generation(), self._lock:
             started = time.perf_counter()
             live = self.step_progress  # on ZeroGPU generation runs in another process: no callbacks
             out = self._run([(r, question) for r in requests], on_step if live else None, decoding or self.decoding,
@@ -194,7 +210,7 @@ class Studio:
     def compare(self, question: str, trait: str, pole: str, methods: list[str], strength: float | None = None,
                 seed: int = 0, custom: bool | None = None,
                 on_step: Callable[[int], None] | None = None, vector_strength: float | None = None,
-                on_text: Callable[[dict[str, str]], None] | None = None) -> CompareResult:
+                on_text: Callable[[dict[str, str]], None] | None = None, client: str = "local") -> CompareResult:
         """Every chosen method answers the question in one batch; unavailable ones come back with the reason.
         `strength` is NPTI's and `vector_strength` the vector's (None: the pole's shipped default). Every method
         samples with `seed` on a generator of its own, so a column does not change with the others ticked. Each
@@ -216,6 +232,7 @@ class Studio:
                              (f" (unknown: {', '.join(map(str, unknown))})" if unknown else ""))
         if len(set(methods)) != len(methods):
             raise ValueError("each method at most once")
+        self._count_compare(client)
         status = self.availability(trait, pole)
         ready = [m for m in methods if status[m] is None]
         columns: dict[str, Column] = {m: Column(m, LABELS[m], None, {}, status[m]) for m in methods if status[m]}
@@ -234,6 +251,10 @@ class Studio:
             except StoreBusy:  # the answers are still shown; only the history entry is lost
                 round_id = None
         return CompareResult(round_id, question, [columns[m] for m in methods], seconds)
+
+    def _count_compare(self, client: str) -> None:
+        self._gate.hit("compare", client, f"more than {self.limits.compares_per_minute} compare runs a minute from "
+                                          "your address; wait a little")
 
     def stream(self, work: Callable[..., object], *args, **kwargs) -> Iterator[object]:
         """Run `work(*args, on_text=..., **kwargs)` (compare or compare_poles) on a worker thread and yield what it
@@ -265,7 +286,7 @@ class Studio:
 
     def compare_poles(self, question: str, trait: str, method: str, strength: float | None = None, seed: int = 0,
                       on_step: Callable[[int], None] | None = None,
-                      on_text: Callable[[dict[str, str]], None] | None = None) -> CompareResult:
+                      on_text: Callable[[dict[str, str]], None] | None = None, client: str = "local") -> CompareResult:
         """One method, both poles of the trait, same question and seed, in one batch (the "high vs low" view;
         not recorded). `strength` applies to both poles (None: each pole's shipped default)."""
         question = check_question(question)
@@ -274,6 +295,7 @@ class Studio:
             raise ValueError(f"choose one method among {', '.join(METHODS)}")
         if strength is not None:
             check_strength(strength)
+        self._count_compare(client)
         status = {p: unavailable(self.lm, method, trait, p, self.profiles) for p in POLES}
         ready = [p for p in POLES if status[p] is None]
         labels = {p: f"{LABELS[method]}: {p} {trait}" for p in POLES}
@@ -301,6 +323,7 @@ class Studio:
         trait, pole = check_trait(trait), check_pole(pole)
         custom = bool(question and question.strip())
         question = check_question(question) if custom else self.draw_question(trait)
+        self._admit_round(rater)
         ready = [m for m, why in self.availability(trait, pole).items() if why is None]
         if len(ready) < 2:
             raise ValueError(f"a blind round needs at least two methods; for {trait} {pole} only "
@@ -328,6 +351,19 @@ class Studio:
     def slots(self, round_id: str, rater: str) -> list[SlotView]:
         """A blind round's answers as its rater may see them before the vote (RatingRefused for anyone else)."""
         return self.store.round_for_rater(round_id, rater)
+
+    def _admit_round(self, rater: str) -> None:
+        """TooMany when the rater holds too many recent unrated rounds or starts rounds too fast (checked before
+        anything is generated)."""
+        from datetime import datetime, timedelta, timezone
+
+        since = datetime.now(timezone.utc) - timedelta(seconds=UNRATED_WINDOW_S)
+        waiting = self.store.unrated_rounds(rater, since=since)
+        if waiting >= self.limits.unrated_rounds:
+            raise TooMany(f"you have {waiting} rounds waiting for your rating; rate one first (an unrated round "
+                          f"stops counting after {UNRATED_WINDOW_S // 60} minutes)", 60)
+        self._gate.hit("round", rater, f"more than {self.limits.rounds_per_minute} rounds a minute; take a breath "
+                                       "and try again shortly")
 
     def vote(self, round_id: str, rater: str, outcome: str) -> list[Reveal]:
         """Store a rater's quick vote ("a", "b", "tie" or "bad") for a quick round issued to them; return the

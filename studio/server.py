@@ -2,27 +2,39 @@
 
 The API is what scripts and load tests use: POST /api/raters, GET /api/raters/{rater}, POST /api/blind/rounds
 (mode "full" or "quick"), POST /api/blind/rounds/{round}/rating (full rounds), POST /api/blind/rounds/{round}/vote
-(quick rounds), POST /api/compare, POST /api/compare/poles, GET /api/ratings.csv, GET /api/votes.csv. An unknown
-rater id is a 403; a refused rating or vote a 409 with the reason; a busy database a 503 (nothing was written:
-submit again)."""
+(quick rounds), POST /api/compare, POST /api/compare/poles, GET /api/ratings.csv, GET /api/votes.csv.
+
+Every refusal is a JSON body {"error": "..."} with one status: 422 bad input (the field named; never the input
+echoed back), 401 an export without the admin token, 403 an unknown rater id, 409 a refused rating or vote, 413 a
+body over the size limit, 429 over a rate limit and 503 a busy studio or database (both with Retry-After; nothing
+was written: ask again)."""
 
 from __future__ import annotations
 
-import gradio as gr
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import Body, FastAPI
+import gradio as gr
+from fastapi import Body, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from db import RatingRefused, StoreBusy
 from steering.methods import MethodUnavailable
 
 from .core import LABELS, SLOT_NAMES, Studio, UnknownRater
+from .limits import Busy, TooMany, client_address
 from .ui import blind_page, main_page
 
+Seed = Annotated[int, Field(ge=0, lt=2**31)]
 
-class RoundAsk(BaseModel):
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not silently ignored
+
+
+class RoundAsk(_Strict):
     rater: str
     trait: str
     pole: str
@@ -30,44 +42,100 @@ class RoundAsk(BaseModel):
     mode: Literal["full", "quick"] = "full"
 
 
-class VoteIn(BaseModel):
+class VoteIn(_Strict):
     rater: str
     outcome: Literal["a", "b", "tie", "bad"]
 
 
-class PolesAsk(BaseModel):
+class PolesAsk(_Strict):
     question: str
     trait: str
     method: str
     strength: float | None = None
-    seed: int = Field(default=0, ge=0, lt=2**31)
+    seed: Seed = 0
 
 
-class Score(BaseModel):
-    trait: int
-    fluency: int
+class Score(_Strict):
+    trait: StrictInt  # strict: true or "3" is refused, not coerced and stored
+    fluency: StrictInt
 
 
-class RatingIn(BaseModel):
+class RatingIn(_Strict):
     rater: str
     scores: dict[int, Score]
-    best: int
+    best: StrictInt
 
 
-class CompareAsk(BaseModel):
+class CompareAsk(_Strict):
     question: str
     trait: str
     pole: str
-    methods: list[str] = Field(default_factory=lambda: list(LABELS))
+    methods: list[str] = Field(default_factory=lambda: list(LABELS), max_length=len(LABELS))
     strength: float | None = None
     vector_strength: float | None = None
-    seed: int = Field(default=0, ge=0, lt=2**31)
+    seed: Seed = 0
+
+
+def _error(message: str, status: int, retry_after: int | None = None) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def _refused(exc: Exception) -> JSONResponse:
-    status = 503 if isinstance(exc, (StoreBusy, MethodUnavailable)) else 403 if isinstance(exc, UnknownRater) \
-        else 409 if isinstance(exc, RatingRefused) else 422
-    return JSONResponse({"error": str(exc)}, status_code=status)
+    if isinstance(exc, (TooMany, Busy)):
+        return _error(str(exc), 429 if isinstance(exc, TooMany) else 503, exc.retry_after)
+    if isinstance(exc, (StoreBusy, MethodUnavailable)):
+        return _error(str(exc), 503, 5)
+    status = 403 if isinstance(exc, UnknownRater) else 409 if isinstance(exc, RatingRefused) else 422
+    return _error(str(exc), status)
+
+
+REFUSALS = (ValueError, StoreBusy, MethodUnavailable, TooMany, Busy)  # RatingRefused is a ValueError
+
+
+def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    """A 422 naming the first bad field in words. FastAPI's own body echoes the input, which fails to serialise when
+    the input holds NaN or Infinity (a 500) and can be megabytes long."""
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+    return _error(f"{where}: {first.get('msg', 'invalid')}", 422)
+
+
+class BodyLimit:
+    """Refuse a request body over `limit` bytes with 413 before anything parses it: by its Content-Length, or, for
+    a body sent without one, as soon as the bytes received pass the limit."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            return await self._too_large(scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:  # FastAPI lets an HTTPException through its body parsing; the handler renders it
+                raise HTTPException(413, f"the request body is over {self.limit} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+    async def _too_large(self, scope, receive, send) -> None:
+        await _error(f"the request body is over {self.limit} bytes", 413)(scope, receive, send)
+
+
+def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+    return _error(str(exc.detail), exc.status_code)
+
+
+def _csv(data: bytes, name: str) -> Response:
+    return Response(data, media_type="text/csv", headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 def _reveal(revealed) -> dict:
@@ -80,29 +148,39 @@ def _column(c) -> dict:
             "unavailable": c.reason, "prompt": c.prompt, "readout": [list(t) for t in c.readout or ()]}
 
 
-def _csv(data: bytes, name: str) -> Response:
-    return Response(data, media_type="text/csv", headers={"Content-Disposition": f'attachment; filename="{name}"'})
-
-
 def api(studio: Studio) -> FastAPI:
     app = FastAPI(title="Persona Studio API")
+    app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(HTTPException, _http_error)
+
+    def client(request: Request) -> str:
+        return client_address(request.client.host if request.client else None, request.headers,
+                              studio.limits.trust_proxy)
+
+    def admin(request: Request) -> bool:
+        auth = request.headers.get("authorization", "")
+        token = auth[7:] if auth.lower().startswith("bearer ") else request.query_params.get("token")
+        return studio.is_admin(token)
 
     @app.post("/api/raters")
-    def new_rater() -> dict:
-        return {"rater": studio.store.new_rater()}
+    def new_rater(request: Request):
+        try:
+            return {"rater": studio.new_rater(client(request))}
+        except REFUSALS as exc:
+            return _refused(exc)
 
     @app.get("/api/raters/{rater}")
     def rater(rater: str):
         try:
             return {"rated_rounds": studio.rated_rounds(studio.check_rater(rater))}
-        except (RatingRefused, StoreBusy) as exc:
+        except REFUSALS as exc:
             return _refused(exc)
 
     @app.post("/api/blind/rounds")
     def blind_round(ask: RoundAsk):
         try:
             r = studio.blind_round(ask.rater, ask.trait, ask.pole, ask.question, mode=ask.mode)
-        except (ValueError, StoreBusy, MethodUnavailable) as exc:
+        except REFUSALS as exc:
             return _refused(exc)
         return {"round": r.round_id, "question": r.question, "target": r.target, "custom": r.custom, "mode": r.mode,
                 "answers": [{"slot": s.slot, "label": SLOT_NAMES[s.slot], "text": s.text} for s in r.slots]}
@@ -111,7 +189,7 @@ def api(studio: Studio) -> FastAPI:
     def vote(round_id: str, ask: VoteIn = Body(...)):
         try:
             return _reveal(studio.vote(round_id, studio.check_rater(ask.rater), ask.outcome))
-        except (RatingRefused, StoreBusy) as exc:
+        except REFUSALS as exc:
             return _refused(exc)
 
     @app.post("/api/blind/rounds/{round_id}/rating")
@@ -119,35 +197,44 @@ def api(studio: Studio) -> FastAPI:
         try:
             return _reveal(studio.rate(round_id, studio.check_rater(rating.rater),
                                        {k: (v.trait, v.fluency) for k, v in rating.scores.items()}, rating.best))
-        except (RatingRefused, StoreBusy) as exc:
+        except REFUSALS as exc:
             return _refused(exc)
 
     @app.post("/api/compare")
-    def compare(ask: CompareAsk):
+    def compare(ask: CompareAsk, request: Request):
         try:
             result = studio.compare(ask.question, ask.trait, ask.pole, ask.methods, ask.strength, ask.seed,
-                                    vector_strength=ask.vector_strength)
-        except (ValueError, StoreBusy, MethodUnavailable) as exc:
+                                    vector_strength=ask.vector_strength, client=client(request))
+        except REFUSALS as exc:
             return _refused(exc)
         return {"round": result.round_id, "question": result.question, "seconds": result.seconds,
                 "columns": [_column(c) for c in result.columns]}
 
     @app.post("/api/compare/poles")
-    def compare_poles(ask: PolesAsk):
+    def compare_poles(ask: PolesAsk, request: Request):
         try:
-            result = studio.compare_poles(ask.question, ask.trait, ask.method, ask.strength, ask.seed)
-        except (ValueError, StoreBusy, MethodUnavailable) as exc:
+            result = studio.compare_poles(ask.question, ask.trait, ask.method, ask.strength, ask.seed,
+                                          client=client(request))
+        except REFUSALS as exc:
             return _refused(exc)
         return {"question": result.question, "seconds": result.seconds,
                 "columns": [{"pole": pole, **_column(c)} for pole, c in zip(("high", "low"), result.columns)]}
 
+    def export(request: Request, what: str) -> Response:
+        if not admin(request):
+            return _error("the exports need the admin token (Authorization: Bearer <token>)", 401)
+        try:
+            return _csv(studio.export_csv(what), f"persona-studio-{what}.csv")
+        except StoreBusy as exc:
+            return _refused(exc)
+
     @app.get("/api/ratings.csv")
-    def ratings_csv():
-        return _csv(studio.export_csv("ratings"), "persona-studio-ratings.csv")
+    def ratings_csv(request: Request):
+        return export(request, "ratings")
 
     @app.get("/api/votes.csv")
-    def votes_csv():
-        return _csv(studio.export_csv("votes"), "persona-studio-votes.csv")
+    def votes_csv(request: Request):
+        return export(request, "votes")
 
     return app
 
@@ -159,9 +246,16 @@ def theme() -> gr.themes.Base:
                              font_mono=["ui-monospace", "Consolas", "monospace"])
 
 
+QUEUE_SIZE = 16  # events waiting in each page's Gradio queue; past it Gradio answers "queue full" at once
+
+
 def create_app(studio: Studio) -> FastAPI:
-    """One app: the JSON API, the blind page at /blind/ and the main page at /."""
+    """One app: the JSON API, the blind page at /blind/ and the main page at /, behind the body size limit."""
     app = api(studio)
-    app = gr.mount_gradio_app(app, blind_page(studio), path="/blind", ssr_mode=False, footer_links=[],
-                              theme=theme())
-    return gr.mount_gradio_app(app, main_page(studio), path="", ssr_mode=False, theme=theme())
+    blind, main = blind_page(studio), main_page(studio)
+    for page in (blind, main):  # one event of each kind at a time (the model runs one batch at a time anyway)
+        page.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+    app = gr.mount_gradio_app(app, blind, path="/blind", ssr_mode=False, footer_links=[], theme=theme())
+    app = gr.mount_gradio_app(app, main, path="", ssr_mode=False, theme=theme())
+    app.add_middleware(BodyLimit, limit=studio.limits.max_body_bytes)
+    return app

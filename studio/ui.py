@@ -17,6 +17,16 @@ from steering.methods import METHODS, MethodUnavailable
 from steering.traits import POLES, TRAITS
 
 from .core import LABELS, NOTES, SLOT_NAMES, CompareResult, Studio
+from .limits import Busy, TooMany, client_address
+
+REFUSALS = (ValueError, StoreBusy, MethodUnavailable, TooMany, Busy)  # shown as one line; RatingRefused included
+
+
+def _client(studio: Studio, request: gr.Request | None) -> str:
+    """The address the limits count for a page event."""
+    if request is None:
+        return "local"
+    return client_address(getattr(request.client, "host", None), dict(request.headers), studio.limits.trust_proxy)
 
 MAX_SLOTS = len(METHODS)
 INTRO = ("**Persona Studio** gives a small language model a Big Five personality trait in several ways and shows "
@@ -138,7 +148,7 @@ def compare_tab(studio: Studio) -> None:
     methods.change(lambda ms: (gr.update(visible="npti" in (ms or [])), gr.update(visible="vector" in (ms or []))),
                    methods, [strength, vstrength])
 
-    def run(q, t, p, s, ms, sd, vs, progress=gr.Progress()):
+    def run(q, t, p, s, ms, sd, vs, request: gr.Request, progress=gr.Progress()):
         total = studio.decoding.max_new_tokens
         keep = [gr.update()] * (5 * len(METHODS))
         progress(0, desc="generating every method in one batch")
@@ -146,14 +156,15 @@ def compare_tab(studio: Studio) -> None:
             chosen = list(ms or [])
             for update in studio.stream(studio.compare, q or "", t, p, chosen, float(s), int(sd or 0),
                                         on_step=lambda n: progress((min(n, total), total), desc="tokens"),
-                                        vector_strength=float(vs) if vs is not None else None):
+                                        vector_strength=float(vs) if vs is not None else None,
+                                        client=_client(studio, request)):
                 if not isinstance(update, CompareResult):  # the answers so far, column by column
                     yield ([gr.update(visible=m in chosen) for m in METHODS]
                            + [gr.update(value=update[m]) if m in update else gr.update() for m in METHODS]
                            + [gr.update()] * (3 * len(METHODS)) + ["writing…"])
                     continue
                 result = update
-        except (ValueError, StoreBusy, MethodUnavailable) as exc:
+        except REFUSALS as exc:
             yield keep + [_warning(exc)]
             return
         by = {c.method: c for c in result.columns}
@@ -177,15 +188,16 @@ def compare_tab(studio: Studio) -> None:
     reseed.click(new_seed, seed, seed, api_visibility="private").then(run, inputs, outputs,
                                                                         api_visibility="private")
 
-    def run_poles(q, t, m, s, vs, sd):
+    def run_poles(q, t, m, s, vs, sd, request: gr.Request):
         given = float(s) if m == "npti" else float(vs) if m == "vector" else None
         try:
-            for update in studio.stream(studio.compare_poles, q or "", t, m, given, int(sd or 0)):
+            for update in studio.stream(studio.compare_poles, q or "", t, m, given, int(sd or 0),
+                                        client=_client(studio, request)):
                 if not isinstance(update, CompareResult):
                     yield [gr.update(value=update.get(p, "")) for p in POLES] + [gr.update()] * 2 + ["writing…"]
                     continue
                 result = update
-        except (ValueError, StoreBusy, MethodUnavailable) as exc:
+        except REFUSALS as exc:
             yield [gr.update()] * 4 + [_warning(exc)]
             return
         yield ([c.text if c.text is not None else f"unavailable: {c.reason}" for c in result.columns]
@@ -251,11 +263,14 @@ def blind_page(studio: Studio, secret: str = "persona-studio") -> gr.Blocks:
             return f"You have rated {n} round{'s' if n != 1 else ''}. Thank you!" if n else \
                 "You have not rated a round yet."
 
-        def hello(who):
+        def hello(who, request: gr.Request):
             try:
                 studio.check_rater(who)
             except (RatingRefused, StoreBusy):
-                who = studio.new_rater()  # first visit, or an id this studio never made
+                try:  # first visit, or an id this studio never made
+                    who = studio.new_rater(_client(studio, request))
+                except REFUSALS as exc:
+                    return None, _warning(exc)
             return who, counted(who)
 
         page.load(hello, rater, [rater, count], api_visibility="private")
@@ -269,7 +284,7 @@ def blind_page(studio: Studio, secret: str = "persona-studio") -> gr.Blocks:
             try:
                 r = studio.blind_round(who, t, p, q, mode=m,
                                        on_step=lambda n: progress((min(n, total), total), desc="tokens"))
-            except (ValueError, StoreBusy, MethodUnavailable) as exc:
+            except REFUSALS as exc:
                 return [gr.update()] * (len(round_outputs) - 2) + [_warning(exc), gr.update()]
             n = len(r.slots)
             custom = " *(your question)*" if r.custom else ""
@@ -302,7 +317,7 @@ def blind_page(studio: Studio, secret: str = "persona-studio") -> gr.Blocks:
                 return gr.update(), _warning("start a round first"), gr.update(), gr.update(), gr.update()
             try:
                 n = len(studio.slots(rid, who))
-            except (RatingRefused, StoreBusy) as exc:
+            except REFUSALS as exc:
                 return gr.update(), _warning(exc), gr.update(), gr.update(), gr.update()
             ts, fs = values[:MAX_SLOTS], values[MAX_SLOTS:]
             missing = [SLOT_NAMES[i] for i in range(n) if ts[i] is None or fs[i] is None]
@@ -313,7 +328,7 @@ def blind_page(studio: Studio, secret: str = "persona-studio") -> gr.Blocks:
             scores = {i: (int(ts[i]), int(fs[i])) for i in range(n)}
             try:
                 revealed = studio.rate(rid, who, scores, SLOT_NAMES.index(best_slot))
-            except (RatingRefused, StoreBusy) as exc:
+            except REFUSALS as exc:
                 return gr.update(), _warning(exc), gr.update(), gr.update(), gr.update()
             return (gr.update(interactive=False), "",
                     "**Thank you — saved.** Here is who wrote what:\n\n" + table(revealed, best_slot),
@@ -328,7 +343,7 @@ def blind_page(studio: Studio, secret: str = "persona-studio") -> gr.Blocks:
                 return _warning("start a round first"), gr.update(), gr.update(), gr.update(), None
             try:
                 revealed = studio.vote(rid, who, outcome)
-            except (RatingRefused, StoreBusy) as exc:
+            except REFUSALS as exc:
                 return _warning(exc), gr.update(), gr.update(), gr.update(), None
             said = {"a": "A was better", "b": "B was better", "tie": "a tie", "bad": "both bad"}[outcome]
             mark = {"a": "A", "b": "B"}.get(outcome)
@@ -370,6 +385,8 @@ def results_tab(studio: Studio):
                                "95% t-interval in brackets)", interactive=False, max_height=2000, wrap=True)
     plot = gr.Plot(label="Mean 'portrays the target' score per method (bars from 0; n = ratings)")
     with gr.Row():
+        token = gr.Textbox(label="Admin token", type="password", visible=studio.admin_token is not None,
+                           info="the exports and judge runs need the studio's admin token")
         download = gr.DownloadButton("Download the ratings (CSV)")
         download_votes = gr.DownloadButton("Download the quick votes (CSV)")
     gr.Markdown("#### Automatic judges beside the human ratings\nScore the human-rated answers with a judge and "
@@ -387,26 +404,28 @@ def results_tab(studio: Studio):
                                                 "target; higher is better everywhere)",
                              interactive=False, max_height=2000)
 
-    def load(mv, custom):
+    def load(mv, custom, key):
         try:
             r = studio.results(int(mv or 10), bool(custom))
-            return (r.summary, r.board, r.scores, r.figure, str(studio.ratings_csv("ratings")),
-                    str(studio.ratings_csv("votes")))
         except StoreBusy as exc:
             return _warning(exc), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
+        files = [str(studio.ratings_csv(what)) if studio.is_admin(key) else None for what in ("ratings", "votes")]
+        return (r.summary, r.board, r.scores, r.figure, *files)
 
-    outputs = [counts, board, table, plot, download, download_votes]
-    refresh.click(load, [min_votes, include_custom], outputs, api_name="results")
-    min_votes.change(load, [min_votes, include_custom], outputs, api_visibility="private")
-    include_custom.change(load, [min_votes, include_custom], outputs, api_visibility="private")
+    inputs, outputs = [min_votes, include_custom, token], [counts, board, table, plot, download, download_votes]
+    refresh.click(load, inputs, outputs, api_name="results")
+    for changed in (min_votes, include_custom, token):
+        changed.change(load, inputs, outputs, api_visibility="private")
 
-    def judge_and_compare(kind, progress=gr.Progress()):
+    def judge_and_compare(kind, key, progress=gr.Progress()):
         from steering.ratings import judge_agreement
 
+        if not studio.is_admin(key):
+            return _warning("judge runs need the admin token"), gr.update()
         progress(0, desc="judging")
         try:
             n = studio.judge_rated(kind)
-        except (ValueError, StoreBusy) as exc:
+        except REFUSALS as exc:
             return _warning(exc), gr.update()
         per_method, overall = judge_agreement(studio.store.ratings_frame(), studio.store.judgments_frame())
         lines = [f"{n} answers newly judged."]
@@ -417,8 +436,8 @@ def results_tab(studio: Studio):
         per_method.columns = list(JUDGE_COLUMNS.columns)  # judge_agreement's seven columns, said in words
         return "\n".join(lines), per_method
 
-    run_judge.click(judge_and_compare, which, [agreement, by_method], api_visibility="private")
-    return load, [min_votes, include_custom], outputs
+    run_judge.click(judge_and_compare, [which, token], [agreement, by_method], api_visibility="private")
+    return load, inputs, outputs
 
 
 FIT_FRAME = """
