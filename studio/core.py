@@ -128,6 +128,7 @@ class Studio:
     step_progress: bool = True  # per-token progress (off on ZeroGPU, where generation runs in another process)
     limits: Limits = Limits()
     admin_token: str | None = None  # when set, exports and judge runs need it
+    notice: str | None = None  # a line every page shows (e.g. ratings on a Space's temporary disk)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:

@@ -218,6 +218,8 @@ def blind_page(studio: Studio, secret: str = "persona-studio") -> gr.Blocks:
     step, so a forged id is replaced by a new one); the round id in server-side session state; the
     slot-to-method mapping in the database only, and it comes back after the vote."""
     with gr.Blocks(title="Persona Studio: blind rating") as page:
+        if studio.notice:
+            gr.Markdown(f"⚠️ {studio.notice}", elem_classes=["studio-notice"])
         rater = gr.BrowserState(None, storage_key="persona-studio-rater", secret=secret)
         round_id = gr.State(None)
         gr.Markdown("### Blind rating\nThe same question is answered in several ways, in a random order; say "
@@ -456,6 +458,8 @@ setInterval(fit, 250);
 
 def main_page(studio: Studio, blind_path: str = "blind/") -> gr.Blocks:
     with gr.Blocks(title="Persona Studio") as page:
+        if studio.notice:
+            gr.Markdown(f"⚠️ {studio.notice}", elem_classes=["studio-notice"])
         gr.Markdown(INTRO)
         with gr.Tabs():
             with gr.Tab("Compare", id="compare"):

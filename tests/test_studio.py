@@ -247,3 +247,16 @@ def test_csv_export_defuses_formulas_and_hides_rater_ids(studio):
     assert studio.export_csv("votes").decode().startswith("round_id,")
     path = studio.ratings_csv()
     assert path.read_bytes() == studio.export_csv("ratings") and path.parent == studio._exports
+
+
+def test_a_studio_leaves_no_export_folder_behind(tmp_path):
+    import gc
+
+    lm, shipped = tiny_shipped(tmp_path, adapter_pole="low")
+    with Store("sqlite://") as store:
+        studio = Studio(lm, store, Decoding(max_new_tokens=4), profiles=shipped)
+        folder = studio.ratings_csv().parent
+        assert folder.is_dir()
+        del studio
+        gc.collect()
+        assert not folder.exists()
