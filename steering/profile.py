@@ -96,12 +96,11 @@ class NeuronProfile:
         }
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        tmp.replace(path)
-        return path
+        """Write the profile atomically (a unique temporary file, then a rename): a failed save never truncates
+        the profile already there, and two runs saving at once never share a temporary file."""
+        from .fileio import write_text_atomic
+
+        return write_text_atomic(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
     def from_dict(cls, data: dict) -> "NeuronProfile":

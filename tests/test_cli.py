@@ -89,9 +89,9 @@ def test_generate_refuses_with_a_clear_message(tiny_folder, questions, tmp_path,
 
 
 @pytest.mark.parametrize("content, message", [
-    ('{"question": ""}\n', "line 1: the question is empty"),
-    ('{"q": "hi"}\n', 'line 1: expected an object with a "question" field'),
-    ('{"question": "ok"}\nnot json\n', "line 2: not JSON"),
+    ('{"question": ""}\n', "bad.jsonl:1: the question is empty"),
+    ('{"q": "hi"}\n', 'bad.jsonl:1: expected an object with a "question" field'),
+    ('{"question": "ok"}\nnot json\n', "bad.jsonl:2: not JSON"),
     ('{"question": "' + "x" * 4001 + '"}\n', "limit is 4000"),
 ])
 def test_bad_question_files(tiny_folder, tmp_path, capsys, content, message):
@@ -100,6 +100,7 @@ def test_bad_question_files(tiny_folder, tmp_path, capsys, content, message):
     code = main(["generate", "--model", str(tiny_folder), "--questions", str(path), "--method", "base", "--trait",
                  "Openness", "--pole", "high", "--out", str(tmp_path / "o.jsonl")])
     assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o.jsonl").exists()
 
 
 @pytest.fixture
