@@ -33,13 +33,17 @@ def _zero_gpu() -> bool:
     return os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true")
 
 
+GPU_SECONDS = 60  # ZeroGPU's per-call budget: a six-method round of 96 tokens takes ~13 s on a 2-core CPU (see
+# bench/compare_ttft.py), a few seconds on a GPU slice; the offline judge's pass over the rated answers is longer
+
+
 def _on_zero_gpu():
     """spaces.GPU on a ZeroGPU Space, where it asks for a GPU per call; the identity everywhere else. Called
     before anything imports torch: the spaces package must come first."""
     if _zero_gpu():
         import spaces
 
-        return spaces.GPU
+        return spaces.GPU(duration=GPU_SECONDS)
     return lambda fn: fn
 
 
@@ -199,13 +203,12 @@ def prepare(settings: Settings):
 
 
 def build(settings: Settings, gpu=None):
-    """The FastAPI app with the pages and the API, on an open store and a loaded model (in that order)."""
+    """The Studio (the pages' and the API's one object) on an open store and a loaded model (in that order)."""
     store = prepare(settings)
     from steering import load_model
     from steering.generation import Decoding
     from steering.models import ModelLoadError
     from studio.core import Studio
-    from studio.server import create_app
 
     try:
         lm = load_model(settings.model, quantization=settings.quantization, device=settings.device)
@@ -213,25 +216,23 @@ def build(settings: Settings, gpu=None):
         store.close()
         raise ValueError(f"PERSONA_STUDIO_MODEL={settings.model}: {exc}") from exc
     print(f"model {lm.identity.describe()} ({lm.quantization}); ratings go to {store.url}", flush=True)
-    gpu = gpu or (lambda fn: fn)
-    studio = Studio(lm, store, Decoding(max_new_tokens=settings.max_new_tokens, do_sample=settings.sampling),
-                    gpu=gpu, step_progress=not _zero_gpu(), limits=settings.limits, admin_token=settings.admin_token,
-                    notice=settings.notice)
-    return create_app(studio)
+    return Studio(lm, store, Decoding(max_new_tokens=settings.max_new_tokens, do_sample=settings.sampling),
+                  gpu=gpu or (lambda fn: fn), step_progress=not _zero_gpu(), limits=settings.limits,
+                  admin_token=settings.admin_token, notice=settings.notice)
 
 
 def main() -> int:
     gpu = _on_zero_gpu()  # before torch is imported
     try:
         settings = Settings.from_env()
-        app = build(settings, gpu)
+        studio = build(settings, gpu)
     except ValueError as exc:  # a bad setting, a database that cannot be opened, a model that cannot be loaded
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    import uvicorn
+    from studio.server import launch
 
     print(f"Persona Studio on http://{settings.host}:{settings.port}/", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    launch(studio, settings.host, settings.port)  # Gradio's own serving path; blocks until stopped
     return 0
 
 

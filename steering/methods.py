@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from .adapters import adapter_name, attach_adapter, check_adapter, loaded_adapters
+from .adapters import adapter_name, attach_adapter, loaded_adapters
 from .bank import TraitBank
 from .generation import Answer, Decoding, generate_chats
 from .induce import Intervention, check_strength, steer

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from .traits import POLES
 
 # Small on purpose: every configuration costs two poles x every development question of five traits on a CPU.
 NPTI_STRENGTHS: dict[str, tuple[float, ...]] = {"generated": (1.0, 1.5), "corpus": (0.5, 1.0, 1.5, 2.0)}

@@ -19,7 +19,7 @@ from db import OutputIn, RatingRefused, Reveal, RoundIn, SlotView, Store, StoreB
 from steering.bank import questions as bank_questions
 from steering.bank import TraitBank
 from steering.generation import Decoding, check_question, trim_to_sentence
-from steering.induce import MAX_STRENGTH, check_strength
+from steering.induce import check_strength
 from steering.methods import METHODS, Request, answer_rows, default_strength, explain, unavailable
 from steering.models import LoadedModel
 from steering.traits import POLES, check_pole, check_trait
@@ -134,6 +134,7 @@ class Studio:
     def __post_init__(self) -> None:
         # decorated once, at start-up: ZeroGPU registers the functions that will ask for a GPU when the app starts
         self._run = self.gpu(self._answer_rows)
+        self._run_judge = self.gpu(self._judge_items)
         self._gate = Gate(self.limits)
         # download files, one per request; removed with the studio or at exit (weakref.finalize runs then too)
         self._exports = Path(tempfile.mkdtemp(prefix="persona-studio-"))
@@ -144,6 +145,10 @@ class Studio:
         # every row samples with its own request's seed: a method's answer does not depend on its neighbours
         return answer_rows(self.lm, rows, decoding, self.profiles, on_step=on_step, readout=readout,
                            row_seeds=True, on_text=on_text)
+
+    @staticmethod
+    def _judge_items(judge, items: list) -> list:
+        return judge.judge(items)
 
     # -- raters ---------------------------------------------------------------------------------------------
     def new_rater(self, client: str = "local") -> str:
@@ -413,8 +418,8 @@ class Studio:
         items = [JudgeItem(q, t, tr, p) for q, t, tr, p in
                  zip(todo["question"], todo["text"], todo["trait"], todo["pole"])]
         if kind == "offline":
-            with self._lock:  # the offline judge runs the model (perplexity)
-                found = judge.judge(items)
+            with self._lock:  # the offline judge runs the model (perplexity): a GPU call on ZeroGPU
+                found = self._run_judge(judge, items)
         else:  # network calls: generation goes on meanwhile
             found = judge.judge(items)
         return self.store.record_judgments(judge.name, {int(o): (j.trait_score, j.fluency_score)

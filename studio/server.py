@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 import gradio as gr
 from fastapi import Body, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from fastapi.responses import JSONResponse, Response
@@ -93,9 +94,11 @@ def _refused(exc: Exception) -> JSONResponse:
 REFUSALS = (ValueError, StoreBusy, MethodUnavailable, TooMany, Busy)  # RatingRefused is a ValueError
 
 
-def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+async def _invalid(request: Request, exc: RequestValidationError) -> Response:
     """A 422 naming the first bad field in words. FastAPI's own body echoes the input, which fails to serialise when
-    the input holds NaN or Infinity (a 500) and can be megabytes long."""
+    the input holds NaN or Infinity (a 500) and can be megabytes long. Gradio's routes keep FastAPI's own."""
+    if not request.url.path.startswith("/api/"):
+        return await request_validation_exception_handler(request, exc)
     first = exc.errors()[0] if exc.errors() else {}
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
     return _error(f"{where}: {first.get('msg', 'invalid')}", 422)
@@ -130,8 +133,13 @@ class BodyLimit:
         await _error(f"the request body is over {self.limit} bytes", 413)(scope, receive, send)
 
 
-def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    if not request.url.path.startswith("/api/") and exc.status_code != 413:
+        return await http_exception_handler(request, exc)  # Gradio's routes keep FastAPI's own answers
     return _error(str(exc.detail), exc.status_code)
+
+
+HANDLERS = {RequestValidationError: _invalid, HTTPException: _http_error}
 
 
 def _csv(data: bytes, name: str) -> Response:
@@ -149,9 +157,7 @@ def _column(c) -> dict:
 
 
 def api(studio: Studio) -> FastAPI:
-    app = FastAPI(title="Persona Studio API")
-    app.add_exception_handler(RequestValidationError, _invalid)
-    app.add_exception_handler(HTTPException, _http_error)
+    app = FastAPI(title="Persona Studio API", exception_handlers=HANDLERS)
 
     def client(request: Request) -> str:
         return client_address(request.client.host if request.client else None, request.headers,
@@ -249,13 +255,38 @@ def theme() -> gr.themes.Base:
 QUEUE_SIZE = 16  # events waiting in each page's Gradio queue; past it Gradio answers "queue full" at once
 
 
-def create_app(studio: Studio) -> FastAPI:
-    """One app: the JSON API, the blind page at /blind/ and the main page at /, behind the body size limit."""
-    app = api(studio)
+def _pages(studio: Studio) -> tuple[gr.Blocks, gr.Blocks]:
     blind, main = blind_page(studio), main_page(studio)
     for page in (blind, main):  # one event of each kind at a time (the model runs one batch at a time anyway)
         page.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+    return blind, main
+
+
+def create_app(studio: Studio) -> FastAPI:
+    """One FastAPI app: the JSON API, the blind page at /blind/ and the main page at /, behind the body size limit
+    (for uvicorn, the tests, and anyone embedding the studio in a FastAPI app of their own; `launch` serves the same
+    through Gradio's own path)."""
+    app = api(studio)
+    blind, main = _pages(studio)
     app = gr.mount_gradio_app(app, blind, path="/blind", ssr_mode=False, footer_links=[], theme=theme())
     app = gr.mount_gradio_app(app, main, path="", ssr_mode=False, theme=theme())
     app.add_middleware(BodyLimit, limit=studio.limits.max_body_bytes)
     return app
+
+
+def launch(studio: Studio, host: str, port: int, block: bool = True) -> gr.Blocks:
+    """Serve the studio through Gradio's own path, `Blocks.launch` on the main page (its server and queue, and what
+    a Space's ZeroGPU support hooks into), with the JSON API routes, the blind page's mount, the body size limit and
+    the API's error handlers built into the app Gradio creates. Returns the main page (`.close()` stops it)."""
+    from starlette.middleware import Middleware
+
+    blind, main = _pages(studio)
+    holder = FastAPI()  # mount_gradio_app wires the blind page's start-up into its holder's lifespan: reuse both
+    gr.mount_gradio_app(holder, blind, path="/blind", ssr_mode=False, footer_links=[], theme=theme())
+    routes = [r for r in api(studio).routes if getattr(r, "path", "").startswith("/api/")]
+    main.launch(server_name=host, server_port=port, prevent_thread_lock=not block, ssr_mode=False, theme=theme(),
+                quiet=True, show_error=False,
+                app_kwargs={"routes": [*routes, holder.routes[-1]], "lifespan": holder.router.lifespan_context,
+                            "middleware": [Middleware(BodyLimit, limit=studio.limits.max_body_bytes)],
+                            "exception_handlers": dict(HANDLERS)})
+    return main

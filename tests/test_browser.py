@@ -6,7 +6,6 @@ tiny model whose answers are HTML and script, to prove that model output is show
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import sqlite3
 import subprocess
@@ -23,20 +22,6 @@ from studio.core import LABELS
 ROOT = Path(__file__).resolve().parent.parent
 METHOD_WORDS = [*LABELS.values(), "NPTI", "LoRA", "fine-tune", "P²"]
 HOSTILE = "<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\"><b id=bold>bold</b> & more"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.fail("Debian's chromium is not installed: `apt-get install chromium` (`make test` does)")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        yield b
-        b.close()
 
 
 def _free_port() -> int:

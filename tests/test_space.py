@@ -139,3 +139,72 @@ def test_on_a_space_the_data_goes_to_persistent_storage_or_every_page_says_it_wi
     # an owner's own choice wins, and off a Space nothing changes
     assert app.space_storage({**space, "PERSONA_STUDIO_DB": "sqlite:///x.db"}) == (None, None)
     assert app.space_storage({"PERSONA_STUDIO_SPACE_DATA": str(storage)}) == (None, None)
+
+
+def test_on_zero_gpu_every_model_call_asks_for_a_gpu_and_gradio_serves_the_app(tmp_path, monkeypatch, browser):
+    """A stand-in `spaces` module records what spaces.GPU wrapped and what ran through it; the studio is served by
+    `launch` (Gradio's own Blocks.launch), and the API, the blind page's queue and the main page all answer."""
+    import json
+    import socket
+    import types
+    import urllib.request
+
+    from playwright.sync_api import expect
+
+    import app
+    from helpers import tiny_shipped
+
+    from db import Store
+    from steering.generation import Decoding
+    from studio.core import Studio
+    from studio.server import launch
+
+    wrapped, ran = [], []
+    spaces = types.ModuleType("spaces")
+
+    def GPU(duration=60):  # noqa: N802 - the real name
+        def wrap(fn):
+            wrapped.append((fn.__name__, duration))
+
+            def on_gpu(*args, **kwargs):
+                ran.append(fn.__name__)
+                return fn(*args, **kwargs)
+            return on_gpu
+        return wrap
+
+    spaces.GPU = GPU
+    monkeypatch.setitem(sys.modules, "spaces", spaces)
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    gpu = app._on_zero_gpu()
+    lm, shipped = tiny_shipped(tmp_path, adapter_pole="low")
+    studio = Studio(lm, Store("sqlite://"), Decoding(max_new_tokens=4, do_sample=True), profiles=shipped, gpu=gpu,
+                    step_progress=not app._zero_gpu())
+    assert sorted(wrapped) == [("_answer_rows", app.GPU_SECONDS), ("_judge_items", app.GPU_SECONDS)]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    main = launch(studio, "127.0.0.1", port, block=False)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        request = urllib.request.Request(base + "/api/compare", json.dumps(
+            {"question": "hi?", "trait": "Extraversion", "pole": "low", "methods": ["base", "npti"]}).encode(),
+            {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request) as r:
+            assert r.status == 200 and len(json.loads(r.read())["columns"]) == 2
+        assert ran == ["_answer_rows"]
+        page = browser.new_page()
+        page.goto(base + "/blind/")
+        expect(page.locator("#blind-count")).to_contain_text("not rated a round yet", timeout=30_000)
+        page.locator("#blind-start").click()
+        expect(page.locator(".quick-answer textarea").first).not_to_have_value("", timeout=60_000)
+        page.locator("#quick-tie").click()
+        expect(page.locator("#blind-count")).to_contain_text("You have rated 1 round", timeout=30_000)
+        assert ran.count("_answer_rows") >= 2 and studio.store.counts()["votes"] == 1
+        rater = studio.store.votes_frame()["rater_id"].iloc[0]
+        round_id = studio.blind_round(rater, "Extraversion", "low").round_id
+        studio.rate(round_id, rater, {s: (3, 3) for s in range(6)}, 0)
+        assert studio.judge_rated("offline") == 6 and "_judge_items" in ran
+        with urllib.request.urlopen(base + "/") as r:
+            assert "Persona Studio" in r.read().decode()
+    finally:
+        main.close()

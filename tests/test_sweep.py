@@ -36,7 +36,7 @@ def test_perplexity_matches_a_direct_computation(tiny_chat):
     assert perplexity(lm, [q, "a much longer question here?"], [a, "ok"])[0] == pytest.approx(ppl, rel=1e-4)
 
 
-def _frame(scores: dict) -> "pd.DataFrame":
+def _frame(scores: dict):
     """A joined evaluate frame from {(variant, pole): [P(high) per question]} with fixed fluency numbers, except
     that variant 'npti@corpus:2' repeats itself."""
     import pandas as pd
