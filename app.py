@@ -48,7 +48,7 @@ def _on_zero_gpu():
 
 
 DEVICES = ("auto", "cpu", "cuda")
-QUANTIZATIONS = ("nf4", "int8", "bf16", "none")  # steering.models.QUANTIZATIONS, without importing torch yet
+QUANTIZATIONS = ("nf4", "int8", "bf16", "none")  # steering.engine.models.QUANTIZATIONS, without importing torch yet
 MAX_TOKENS = 4096
 
 
@@ -206,8 +206,8 @@ def build(settings: Settings, gpu=None):
     """The Studio (the pages' and the API's one object) on an open store and a loaded model (in that order)."""
     store = prepare(settings)
     from steering import load_model
-    from steering.generation import Decoding
-    from steering.models import ModelLoadError
+    from steering.engine.generation import Decoding
+    from steering.engine.models import ModelLoadError
     from studio.core import Studio
 
     try:

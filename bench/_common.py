@@ -13,8 +13,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from steering import NeuronProfile  # noqa: E402
-from steering.generation import encode_chats  # noqa: E402
-from steering.prompts import plain_chat  # noqa: E402
+from steering.engine.generation import encode_chats  # noqa: E402
+from steering.methods.prompts import plain_chat  # noqa: E402
 
 QUESTIONS = [
     "Your neighbour invites you to a street party where you will know almost no one. How do you spend the evening?",

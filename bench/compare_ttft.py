@@ -17,8 +17,8 @@ from _common import QUESTIONS, parse_args
 
 from db import Store
 from steering import load_model
-from steering.generation import Decoding
-from steering.methods import METHODS
+from steering.engine.generation import Decoding
+from steering.methods.dispatch import METHODS
 from studio.core import CompareResult, Studio
 
 

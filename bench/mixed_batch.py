@@ -17,8 +17,8 @@ import argparse
 from _common import QUESTIONS, interleaved
 
 from steering import load_model
-from steering.generation import Decoding
-from steering.methods import METHODS, Request, answer_rows, unavailable
+from steering.engine.generation import Decoding
+from steering.methods.dispatch import METHODS, Request, answer_rows, unavailable
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import torch
 from _common import batch, fixed_length, header, interleaved, parse_args
 
 from steering import ActivationStats, load_model, record_activations
-from steering.generation import eos_ids
+from steering.engine.generation import eos_ids
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import torch
 from _common import batch, fixed_length, header, interleaved, parse_args, print_rates
 
 from steering import load_model
-from steering.vector import TraitVector, VectorPush, middle_layers, read_trait, steer_vectors
+from steering.methods.vector import TraitVector, VectorPush, middle_layers, read_trait, steer_vectors
 
 
 def main() -> None:

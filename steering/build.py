@@ -13,12 +13,12 @@ from typing import Callable, Sequence
 
 import torch
 
-from . import bank
+from .methods import bank
 from .fileio import write_text_atomic
-from .generation import Decoding
-from .identify import Selection, identify
-from .models import LoadedModel
-from .record import Bins
+from .engine.generation import Decoding
+from .npti.identify import Selection, identify
+from .engine.models import LoadedModel
+from .npti.record import Bins
 
 MANIFEST = "manifest.json"
 DEFAULT_KEYS = ("default_strength", "default_top_neurons")  # a pole's shipped NPTI configuration
@@ -38,7 +38,7 @@ def _environment() -> dict:
 
 
 def _corpus_triples(trait: str, limit: int | None) -> list[tuple[str, str, str]]:
-    from .corpus import load_corpus
+    from .methods.corpus import load_corpus
 
     return [(p.question, p.high, p.low) for p in load_corpus(trait, "train")][:limit]
 
@@ -49,9 +49,9 @@ def build_corpus_profiles(lm: LoadedModel, folder: Path, traits: Sequence[str], 
     """NPTI profiles from the corpus (the model reads each pole's train-split answers), for every trait in
     `traits`: <Trait>_<pole>.corpus.json and a manifest entry traits/<Trait>/corpus. Defaults a sweep already chose
     for a profile stay."""
-    from .identify import identify_corpus
-    from .methods import profile_path
-    from .profile import NeuronProfile
+    from .npti.identify import identify_corpus
+    from .methods.dispatch import profile_path
+    from .npti.profile import NeuronProfile
 
     folder.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(folder)
@@ -81,7 +81,7 @@ def build_vectors(lm: LoadedModel, folder: Path, traits: Sequence[str], *, batch
                   limit: int | None = None, command: str | None = None, progress: Callable | None = None) -> dict:
     """Activation vectors from the corpus's train split for every trait in `traits`: <Trait>.vector.safetensors
     and .json, and a manifest entry vectors/<Trait>. Defaults a sweep already chose for a vector stay."""
-    from .vector import TraitVector, build_vector, vector_paths
+    from .methods.vector import TraitVector, build_vector, vector_paths
 
     folder.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(folder)

@@ -103,7 +103,7 @@ def _learning_rate(text: str) -> float:
 
 
 def _strength(text: str) -> float:
-    from .induce import check_strength
+    from .npti.induce import check_strength
 
     return check_strength(_number(text))
 
@@ -113,7 +113,7 @@ def _strength_or_default(text: str) -> float | None:
 
 
 def _method_spec(text: str) -> str:
-    from .evaluate import Variant
+    from .evaluation.evaluate import Variant
 
     Variant.parse(text)
     return text
@@ -159,7 +159,7 @@ def _progress():
 
 
 def _load(args):
-    from .models import load_model
+    from .engine.models import load_model
 
     return load_model(args.model, quantization=args.quantization, device=args.device,
                       neuron_module=args.neuron_module)
@@ -167,13 +167,13 @@ def _load(args):
 
 def _out_folder(given: str | None, lm) -> Path:
     """--out, or where the model's shipped profiles live (checked now, before anything is computed)."""
-    from .methods import profiles_dir
+    from .methods.dispatch import profiles_dir
 
     return Path(given) if given else check_output_folder(profiles_dir(lm))
 
 
 def _corpus_triples(trait: str, path: str | None) -> list[tuple[str, str, str]]:
-    from .corpus import load_corpus, read_corpus
+    from .methods.corpus import load_corpus, read_corpus
 
     pairs = read_corpus(path) if path else load_corpus(trait, "train")
     return [(p.question, p.high, p.low) for p in pairs]
@@ -182,7 +182,7 @@ def _corpus_triples(trait: str, path: str | None) -> list[tuple[str, str, str]]:
 def _read_descriptions(path: str) -> dict[str, list[str]]:
     """--descriptions: {"high": [...], "low": [...]} or a persona bank file (its "descriptions"), every description
     a non-empty string; anything else is refused naming the file and the line or entry."""
-    from .questions import json_type
+    from .methods.questions import json_type
 
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -205,7 +205,7 @@ def _read_descriptions(path: str) -> dict[str, list[str]]:
 def _questions_by_trait(path: str, traits: Sequence[str]) -> dict[str, list[str]]:
     """evaluate's --questions: a row with a "trait" counts for that trait only (refused by file and line when it
     names no Big Five trait), a row without for every trait."""
-    from .questions import read_question_lines
+    from .methods.questions import read_question_lines
 
     rows = []
     for n, row in read_question_lines(path):
@@ -229,11 +229,11 @@ def cmd_identify(args) -> int:
     --source corpus: record neuron activity while the model READS each pole's corpus answers (teacher forcing, the
     answer's tokens only); --corpus FILE (default: the bank corpus's train split of the trait); writes
     OUT/<Trait>_high.corpus.json and OUT/<Trait>_low.corpus.json."""
-    from .generation import Decoding
-    from .identify import Selection, identify, identify_corpus
-    from .methods import profile_path
-    from .questions import read_questions
-    from .record import Bins
+    from .engine.generation import Decoding
+    from .npti.identify import Selection, identify, identify_corpus
+    from .methods.dispatch import profile_path
+    from .methods.questions import read_questions
+    from .npti.record import Bins
 
     if args.source == "corpus":
         triples = _corpus_triples(args.trait, args.corpus)[: args.limit]
@@ -270,8 +270,8 @@ def cmd_build_profiles(args) -> int:
     profiles/<model>/<Trait>_<pole>.json and the persona-prompted answers under answers/. --source corpus: from the
     model reading the corpus's train split, writing profiles/<model>/<Trait>_<pole>.corpus.json."""
     from .build import build_corpus_profiles, build_profiles
-    from .generation import Decoding
-    from .identify import Selection
+    from .engine.generation import Decoding
+    from .npti.identify import Selection
 
     lm = _load(args)
     folder = _out_folder(args.out, lm)
@@ -305,9 +305,9 @@ def cmd_sweep(args) -> int:
     the base model's answers among those that stay fluent (repeated-4-gram share <= base + 0.05, distinct-2 >= base
     - 0.05, median perplexity <= 1.5x base). Answers and judgments go to OUT (resumable: rerun to continue); the
     table and the choices go to the manifest, the profiles and the vector cards."""
-    from . import bank
-    from .evaluate import OfflineJudge, Plan, generate_answers, joined, judge_answers
-    from .sweep import Fluent, grid, pole_rows, record_choices
+    from .methods import bank
+    from .evaluation.evaluate import OfflineJudge, Plan, generate_answers, joined, judge_answers
+    from .evaluation.sweep import Fluent, grid, pole_rows, record_choices
 
     lm = _load(args)
     folder = _out_folder(args.profiles, lm)
@@ -337,7 +337,7 @@ def _training(args):
     """The Training of `finetune`: the data source's defaults, overridden by what the command line gave."""
     from dataclasses import replace
 
-    from .finetune import CORPUS_TRAINING, Training
+    from .methods.finetune import CORPUS_TRAINING, Training
 
     base = CORPUS_TRAINING if args.data == "corpus" else Training()
     given = {"rank": args.rank, "alpha": args.alpha, "learning_rate": args.learning_rate, "epochs": args.epochs,
@@ -364,8 +364,8 @@ def cmd_finetune(args) -> int:
     On a CPU the base model is trained in float32 (--quantization none, the default here); on a CUDA device
     --quantization nf4 trains QLoRA."""
     from .build import record_adapter
-    from .finetune import corpus_pairs, finetune, training_pairs
-    from .methods import adapter_folder, profiles_dir
+    from .methods.finetune import corpus_pairs, finetune, training_pairs
+    from .methods.dispatch import adapter_folder, profiles_dir
 
     training = _training(args)
     traits = args.trait or list(TRAITS)
@@ -391,9 +391,9 @@ def cmd_generate(args) -> int:
     """Answer every question of a PersonalityBench JSONL file with one method for one trait pole, and write each
     line back with its "answer" and the parameters used. OUT is written once, at the end, and renamed into place:
     a failed run leaves an earlier file there as it was."""
-    from .generation import Decoding
-    from .methods import MethodUnavailable, Request, answer, unavailable
-    from .questions import read_questions, write_jsonl
+    from .engine.generation import Decoding
+    from .methods.dispatch import MethodUnavailable, Request, answer, unavailable
+    from .methods.questions import read_questions, write_jsonl
 
     rows = read_questions(args.questions)
     request = Request(args.method, args.trait, args.pole, args.strength, args.seed, args.top_neurons, args.source,
@@ -401,7 +401,7 @@ def cmd_generate(args) -> int:
     lm = _load(args)
     profiles = Path(args.profiles) if args.profiles else None
     if request.layers:
-        from .vector import check_layers
+        from .methods.vector import check_layers
 
         check_layers(request.layers, lm.sites.n_layers)
     if why := unavailable(lm, request.method, request.trait, request.pole, profiles, request.source):
@@ -437,8 +437,8 @@ def cmd_evaluate(args) -> int:
 
     --questions is a PersonalityBench JSONL file; rows with a "trait" field count for that trait only, rows without
     for every trait. Without --questions, each trait's development questions from the persona bank."""
-    from . import bank
-    from .evaluate import OfflineJudge, Plan, generate_answers, joined, judge_answers, judge_scales, run_settings, \
+    from .methods import bank
+    from .evaluation.evaluate import OfflineJudge, Plan, generate_answers, joined, judge_answers, judge_scales, run_settings, \
         write_outputs
     from .fileio import write_text_atomic
 
@@ -453,7 +453,7 @@ def cmd_evaluate(args) -> int:
         raise ValueError(f"no questions for {', '.join(empty)}" + (f" in {args.questions}" if args.questions else ""))
     out = Path(args.out)
     if args.judge == "openai":
-        from .judge import JudgeSettings, OpenAIJudge
+        from .evaluation.judge import JudgeSettings, OpenAIJudge
 
         judge = OpenAIJudge(JudgeSettings.from_env(cache=out / "judge-cache.jsonl"))
     lm = _load(args)
@@ -493,7 +493,7 @@ def cmd_fit_judge(args) -> int:
     """Fit the offline trait judge: per trait, a logistic regression on all-MiniLM-L6-v2 sentence embeddings of the
     corpus's train-split answers (high = 1, low = 0), its regularisation chosen by 5-fold cross-validation on train.
     Writes profiles/judge/trait_judge.json (or --out) with its training card (data size, dev AUC, date, versions)."""
-    from .traitjudge import fit_trait_judge
+    from .evaluation.traitjudge import fit_trait_judge
 
     judge = fit_trait_judge(traits=args.traits)
     path = judge.save(args.out)
@@ -511,7 +511,7 @@ def cmd_judge_check(args) -> int:
     against low answers on the corpus's dev split, on its extra pairs (a final check, used for no choice), and on
     the default model's persona-prompted answers (profiles/<model>/answers/; this measures how far the persona
     prompt moved the model, not the judge). Prints one line per trait and the mean dev AUC."""
-    from .traitjudge import TraitJudge, check_judge
+    from .evaluation.traitjudge import TraitJudge, check_judge
 
     judge = TraitJudge.load(args.judge)
     rows = check_judge(judge, Path(args.answers) if args.answers else None)
@@ -526,7 +526,7 @@ def cmd_judge_check(args) -> int:
 # -- the parser ---------------------------------------------------------------------------------------------------
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    from .models import QUANTIZATIONS
+    from .engine.models import QUANTIZATIONS
 
     p.add_argument("--model", default="default",
                    help="'default' (embedded SmolLM2-135M-Instruct), a hub id, a local folder or a .gguf file")
@@ -595,7 +595,7 @@ def _add_sweep(sub) -> None:
 
 
 def _add_finetune(sub) -> None:
-    from .finetune import CORPUS_TRAINING, Training
+    from .methods.finetune import CORPUS_TRAINING, Training
 
     p = _command(sub, "finetune", cmd_finetune, "train the LoRA baseline")
     _model_args(p)
@@ -642,7 +642,7 @@ def _add_judge_commands(sub) -> None:
 
 
 def _add_generate(sub) -> None:
-    from .methods import METHODS
+    from .methods.dispatch import METHODS
 
     p = _command(sub, "generate", cmd_generate, "answer questions with one method")
     _model_args(p)
@@ -667,7 +667,7 @@ def _add_generate(sub) -> None:
 
 
 def _add_evaluate(sub) -> None:
-    from .methods import METHODS
+    from .methods.dispatch import METHODS
 
     p = _command(sub, "evaluate", cmd_evaluate, "the paper's table: generate, judge, tabulate")
     _model_args(p)
@@ -707,9 +707,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help (0), or a bad argument (2), its one line already printed
         return exc.code if isinstance(exc.code, int) else 2
-    from .methods import MethodUnavailable
-    from .models import ModelLoadError
-    from .profile import ProfileError
+    from .methods.dispatch import MethodUnavailable
+    from .engine.models import ModelLoadError
+    from .npti.profile import ProfileError
 
     try:
         return args.func(args)

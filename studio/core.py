@@ -16,12 +16,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from db import OutputIn, RatingRefused, Reveal, RoundIn, SlotView, Store, StoreBusy
-from steering.bank import questions as bank_questions
-from steering.bank import TraitBank
-from steering.generation import Decoding, check_question, trim_to_sentence
-from steering.induce import check_strength
-from steering.methods import METHODS, Request, answer_rows, default_strength, explain, unavailable
-from steering.models import LoadedModel
+from steering.methods.bank import questions as bank_questions
+from steering.methods.bank import TraitBank
+from steering.engine.generation import Decoding, check_question, trim_to_sentence
+from steering.npti.induce import check_strength
+from steering.methods.dispatch import METHODS, Request, answer_rows, default_strength, explain, unavailable
+from steering.engine.models import LoadedModel
 from steering.traits import POLES, check_pole, check_trait
 
 from .limits import Gate, Limits, TooMany
@@ -395,18 +395,18 @@ class Studio:
 
     def _judge(self, kind: str):
         if kind == "offline":
-            from steering.evaluate import OfflineJudge
+            from steering.evaluation.evaluate import OfflineJudge
 
             return OfflineJudge(self.lm)
         if kind == "llm":
-            from steering.judge import JudgeSettings, OpenAIJudge
+            from steering.evaluation.judge import JudgeSettings, OpenAIJudge
 
             return OpenAIJudge(JudgeSettings.from_env())
         raise ValueError(f"unknown judge {kind!r}: choose one of {', '.join(self.judges())}")
 
     def judge_rated(self, kind: str = "offline") -> int:
         """Judge every human-rated output this judge has not scored yet and store the scores; return how many."""
-        from steering.judge import JudgeItem
+        from steering.evaluation.judge import JudgeItem
 
         judge = self._judge(kind)
         ratings = self.store.ratings_frame().drop_duplicates("output_id")
@@ -429,7 +429,7 @@ class Studio:
     def results(self, min_votes: int = 10, include_custom: bool = True) -> Results:
         """What the Results tab shows: a summary line, the leaderboard (Bradley–Terry on best picks and quick
         votes), the mean ratings per method, trait and pole, and their plot. Compare runs are never counted."""
-        from steering.ratings import bradley_terry, leaderboard_view, plot_scores, score_table
+        from steering.evaluation.ratings import bradley_terry, leaderboard_view, plot_scores, score_table
 
         ratings, picks, votes = self.store.ratings_frame(), self.store.picks_frame(), self.store.votes_frame()
         if not include_custom:

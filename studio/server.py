@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from db import RatingRefused, StoreBusy
-from steering.methods import MethodUnavailable
+from steering.methods.dispatch import MethodUnavailable
 
 from .core import LABELS, SLOT_NAMES, Studio, UnknownRater
 from .limits import Busy, TooMany, client_address

@@ -12,8 +12,8 @@ import gradio as gr
 import pandas as pd
 
 from db import RatingRefused, StoreBusy
-from steering.induce import MAX_STRENGTH
-from steering.methods import METHODS, MethodUnavailable
+from steering.npti.induce import MAX_STRENGTH
+from steering.methods.dispatch import METHODS, MethodUnavailable
 from steering.traits import POLES, TRAITS
 
 from .core import LABELS, NOTES, SLOT_NAMES, CompareResult, Studio
@@ -420,7 +420,7 @@ def results_tab(studio: Studio):
         changed.change(load, inputs, outputs, api_visibility="private")
 
     def judge_and_compare(kind, key, progress=gr.Progress()):
-        from steering.ratings import judge_agreement
+        from steering.evaluation.ratings import judge_agreement
 
         if not studio.is_admin(key):
             return _warning("judge runs need the admin token"), gr.update()

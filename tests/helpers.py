@@ -27,7 +27,7 @@ def pole_pair(lm, n: int = 12, seed: int = 0, trait: str = "Extraversion"):
 
 def random_vector(lm, seed: int = 0, layers=(1,), trait: str = "Extraversion"):
     """A trait vector of random directions and norms for a tiny model (read-out at the last layer)."""
-    from steering.vector import TraitVector
+    from steering.methods.vector import TraitVector
 
     rng = np.random.default_rng(seed)
     config = lm.model.config

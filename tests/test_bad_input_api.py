@@ -12,7 +12,7 @@ from helpers import tiny_shipped
 from test_studio import serve
 
 from db import Store
-from steering.generation import Decoding
+from steering.engine.generation import Decoding
 from studio.core import Studio
 from studio.limits import Limits
 from studio.server import create_app

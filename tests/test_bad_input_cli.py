@@ -275,7 +275,7 @@ def test_a_failed_identify_rerun_keeps_the_earlier_answers_and_profiles(files, t
     before = snapshot(out)
     assert len(before) == 3 and len((out / "answers" / "Extraversion.jsonl").read_text().splitlines()) == 4
     capsys.readouterr()
-    _fail_on_second_call(monkeypatch, "steering.identify.generate_chats", failure)
+    _fail_on_second_call(monkeypatch, "steering.npti.identify.generate_chats", failure)
     if isinstance(failure, KeyboardInterrupt):
         with pytest.raises(KeyboardInterrupt):
             main(argv + ["--seed", "1"])
@@ -289,7 +289,7 @@ def test_a_failed_generate_rerun_keeps_the_earlier_answers(files, tmp_path, caps
     argv = [_fill(a, {**files, "out": str(tmp_path)}) for a in GEN_QO] + ["--batch-size", "1"]
     assert main(argv) == 0
     before = snapshot(tmp_path)
-    _fail_on_second_call(monkeypatch, "steering.methods.answer", ValueError("the generation broke"))
+    _fail_on_second_call(monkeypatch, "steering.methods.dispatch.answer", ValueError("the generation broke"))
     assert main(argv + ["--seed", "1"]) == 2
     assert error_lines(capsys.readouterr().err) == ["error: the generation broke"]
     assert snapshot(tmp_path) == before
@@ -387,6 +387,6 @@ def test_where_the_app_listens(env, host, port):
 def test_the_app_knows_the_engines_quantizations():
     """app.py names them itself so that a bad setting is refused before torch is imported; they must agree."""
     import app
-    from steering.models import QUANTIZATIONS
+    from steering.engine.models import QUANTIZATIONS
 
     assert sorted(app.QUANTIZATIONS) == sorted(QUANTIZATIONS)

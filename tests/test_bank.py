@@ -7,8 +7,8 @@ import re
 import pytest
 
 from steering import TRAITS
-from steering.bank import TraitBank, questions
-from steering.questions import read_questions
+from steering.methods.bank import TraitBank, questions
+from steering.methods.questions import read_questions
 
 
 @pytest.mark.parametrize("trait", TRAITS)

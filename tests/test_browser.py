@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from steering.generation import Answer
+from steering.engine.generation import Answer
 from studio.core import LABELS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -142,7 +142,7 @@ def _tiny_studio(tmp_path):
     from helpers import tiny_shipped
 
     from db import Store
-    from steering.generation import Decoding
+    from steering.engine.generation import Decoding
     from studio.core import Studio
 
     lm, shipped = tiny_shipped(tmp_path, adapter_pole="low")

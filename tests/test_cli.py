@@ -116,7 +116,7 @@ def corpus_file(tmp_path):
 def test_identify_from_a_corpus_then_generate_with_a_vector(tiny_folder, questions, corpus_file, tmp_path, capsys,
                                                             monkeypatch):
     from steering.build import build_vectors
-    from steering.corpus import read_corpus
+    from steering.methods.corpus import read_corpus
 
     common = ["--model", str(tiny_folder), "--quantization", "none"]
     out = tmp_path / "profiles"
@@ -148,7 +148,7 @@ def test_identify_from_a_corpus_then_generate_with_a_vector(tiny_folder, questio
 def test_bad_vector_input_exits_2_with_one_line_and_writes_nothing(tiny_folder, questions, corpus_file, tmp_path,
                                                                    capsys, extra, message, monkeypatch):
     from steering.build import build_vectors
-    from steering.corpus import read_corpus
+    from steering.methods.corpus import read_corpus
 
     out = tmp_path / "profiles"
     if "--layers" in extra or "7" in extra:

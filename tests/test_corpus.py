@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from steering import bank
-from steering.corpus import (MAX_LENGTH_RATIO, MAX_WORDS, MIN_WORDS, SPLITS, CorpusError, check_trait_corpus,
+from steering.methods import bank
+from steering.methods.corpus import (MAX_LENGTH_RATIO, MAX_WORDS, MIN_WORDS, SPLITS, CorpusError, check_trait_corpus,
                              corpus_path, read_corpus, words)
 from steering.traits import TRAITS
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from steering import Intervention, load_model, steer
-from steering.generation import Decoding, generate_chats
-from steering.identify import identify
-from steering.prompts import plain_chat
+from steering.engine.generation import Decoding, generate_chats
+from steering.npti.identify import identify
+from steering.methods.prompts import plain_chat
 
 pytestmark = pytest.mark.slow
 
@@ -54,9 +54,9 @@ def test_a_lora_adapter_never_leaves_a_4bit_model_broken(default_home):
     So adapters are refused on a 4-bit model on a CPU, before anything is touched, with the fix in the message."""
     import torch
 
-    from steering.adapters import loaded_adapters
-    from steering.forced import answer_logprob
-    from steering.methods import load_adapter
+    from steering.engine.adapters import loaded_adapters
+    from steering.npti.forced import answer_logprob
+    from steering.methods.dispatch import load_adapter
 
     lm = load_model("default", quantization="nf4", home=default_home)
     example = [("How was your weekend?", "It was lovely, thanks. I went for a long walk and read a book.")]
@@ -86,7 +86,7 @@ def test_identify_then_steer_changes_the_text(default_lm, tmp_path):
 
 def test_every_shipped_profile_fits_the_real_default_model(default_lm):
     from steering import POLES, TRAITS
-    from steering.methods import load_pole
+    from steering.methods.dispatch import load_pole
 
     for trait in TRAITS:
         for pole in POLES:
@@ -97,7 +97,7 @@ def test_every_shipped_profile_fits_the_real_default_model(default_lm):
 def _margin(lm, pairs, adapter=None) -> float:
     """How much more likely (mean log-probability per token) the model finds the corpus's high answers than its low
     answers to the same questions, read with teacher forcing."""
-    from steering.forced import answer_logprob
+    from steering.npti.forced import answer_logprob
 
     high = answer_logprob(lm, [(p.question, p.high) for p in pairs], [adapter] * len(pairs) if adapter else None)
     low = answer_logprob(lm, [(p.question, p.low) for p in pairs], [adapter] * len(pairs) if adapter else None)
@@ -110,9 +110,9 @@ def test_each_shipped_adapter_and_vector_makes_its_poles_answers_more_likely(def
     and our low answers. The high adapter (and the vector pushed high) must raise the high answers' likelihood
     relative to the low ones' above the base model's margin, the low ones must lower it. (This replaces a check on
     the old embedding proxy, which was too noisy to gate anything: it flipped on a CPU with other 4-bit kernels.)"""
-    from steering.corpus import load_corpus
-    from steering.methods import load_adapter, load_vector
-    from steering.vector import VectorPush, steer_vectors
+    from steering.methods.corpus import load_corpus
+    from steering.methods.dispatch import load_adapter, load_vector
+    from steering.methods.vector import VectorPush, steer_vectors
 
     pairs = load_corpus(trait, "dev")[:8]
     base = _margin(default_lm, pairs)
@@ -129,7 +129,7 @@ def test_each_shipped_adapter_and_vector_makes_its_poles_answers_more_likely(def
 
 
 def test_a_round_of_every_method_is_one_batch_on_the_real_model(default_lm):
-    from steering.methods import METHODS, Request, answer_rows
+    from steering.methods.dispatch import METHODS, Request, answer_rows
 
     rows = [(Request(m, "Extraversion", "low", seed=3), QUESTIONS[0]) for m in METHODS]
     out = answer_rows(default_lm, rows, Decoding(max_new_tokens=24))

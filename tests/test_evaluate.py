@@ -10,10 +10,10 @@ import pytest
 from helpers import tiny_shipped
 from steering.fileio import read_jsonl
 
-import steering.evaluate as evaluate
-from steering.evaluate import (OfflineJudge, Plan, generate_answers, joined, judge_answers, paper_table,
+import steering.evaluation.evaluate as evaluate
+from steering.evaluation.evaluate import (OfflineJudge, Plan, generate_answers, joined, judge_answers, paper_table,
                                table_from_files, write_outputs)
-from steering.judge import Judgment
+from steering.evaluation.judge import Judgment
 
 QUESTIONS = {"Extraversion": ["how was your weekend?", "what do you do at a party?"]}
 
@@ -160,7 +160,7 @@ def test_pairs_table_separation_and_paired_win_rate_by_hand():
 
 
 def test_method_specs_parse_resolve_and_share_their_answers(setup):
-    from steering.evaluate import Variant, resolve
+    from steering.evaluation.evaluate import Variant, resolve
 
     lm, folder, plan, out = setup
     v = Variant.parse("npti@generated:0.5")
@@ -180,7 +180,7 @@ def test_method_specs_parse_resolve_and_share_their_answers(setup):
     answers = generate_answers(lm, both, QUESTIONS, out, profiles=folder)
     assert len(answers) == 8 and len({a["key"] for a in answers}) == 4
     # without the clamp, the row's intervention has no opposite pole
-    from steering.methods import Request, answer_rows
+    from steering.methods.dispatch import Request, answer_rows
 
     [(_, params)] = answer_rows(lm, [(Request("npti", "Extraversion", "high", clamp=False), "hi?")],
                                 profiles=folder)
@@ -192,7 +192,7 @@ def test_evaluate_runs_end_to_end_on_the_default_model(default_home, tmp_path, m
     """Two development questions per trait, every method (and the LoRA of the other source), the offline judge,
     the studio's sampling: the tables and the plot are written and recomputable."""
     from steering.cli import main
-    from steering.methods import METHODS
+    from steering.methods.dispatch import METHODS
     from steering.traits import TRAITS
 
     monkeypatch.setenv("PERSONA_STUDIO_HOME", str(default_home))

@@ -11,11 +11,11 @@ import torch
 from conftest import _tiny, tiny_tokenizer
 from helpers import hook_count, pole_pair
 
-from steering.adapters import BASE, attach_adapter, loaded_adapters
-from steering.finetune import AdapterCard, Training, encode_pairs, finetune, lora_config, training_pairs
-from steering.generation import Decoding, encode_chats, generate_chats
-from steering.methods import MethodUnavailable, Request, answer, answer_rows
-from steering.prompts import plain_chat
+from steering.engine.adapters import BASE, attach_adapter, loaded_adapters
+from steering.methods.finetune import AdapterCard, Training, encode_pairs, finetune, lora_config, training_pairs
+from steering.engine.generation import Decoding, encode_chats, generate_chats
+from steering.methods.dispatch import MethodUnavailable, Request, answer, answer_rows
+from steering.methods.prompts import plain_chat
 
 PAIRS = [("how was your weekend?", "wonderful! i went dancing all night with friends."),
          ("what do you do at a party?", "i talk to everyone and dance on the tables!"),
@@ -35,7 +35,7 @@ def _logits(lm, chats, adapters=None):
 
 def _answer_loss(lm, pairs, adapters=None) -> float:
     """Mean loss on the answer tokens (what training minimises), with per-row adapters."""
-    from steering.finetune import _batch
+    from steering.methods.finetune import _batch
 
     batch = _batch(encode_pairs(lm, pairs, 40), 0, lm.device)
     kw = {"adapter_names": adapters} if adapters else {}
@@ -143,13 +143,13 @@ def test_a_round_of_every_method_runs_in_one_generate_call(chat_lm, tmp_path, mo
     question = "how was your weekend?"
     requests = [Request(m, "Extraversion", "high", strength=1.0, seed=5) for m in ("base", "simple", "p2", "sft", "npti")]
     decoding = Decoding(max_new_tokens=6)
-    from steering.methods import generate_chats as original
+    from steering.methods.dispatch import generate_chats as original
 
     def counting(*args, **kw):
         calls.append(len(args[1]))
         return original(*args, **kw)
 
-    monkeypatch.setattr("steering.methods.generate_chats", counting)
+    monkeypatch.setattr("steering.methods.dispatch.generate_chats", counting)
     out = answer_rows(chat_lm, [(r, question) for r in requests], decoding, folder)
     assert calls == [5]
     assert [p["method"] for _, p in out] == ["base", "simple", "p2", "sft", "npti"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from steering.generation import Decoding, generate_chats, trim_to_sentence
+from steering.engine.generation import Decoding, generate_chats, trim_to_sentence
 
 SAMPLED = Decoding(max_new_tokens=12, do_sample=True, temperature=1.0, top_p=0.95)
 

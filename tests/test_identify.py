@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from steering import ActivationStats, Bins, NeuronProfile
-from steering.generation import Decoding
-from steering.identify import Selection, identify, select
+from steering.engine.generation import Decoding
+from steering.npti.identify import Selection, identify, select
 
 DESCRIPTIONS = {"high": ["you love parties and people.", "you talk a lot and laugh loudly."],
                 "low": ["you prefer quiet evenings alone.", "you keep to yourself."]}

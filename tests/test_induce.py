@@ -8,8 +8,8 @@ import torch
 from helpers import capture, hook_count, pole_pair, random_profile, tokens
 
 from steering import Intervention, steer
-from steering.profile import ProfileError
-from steering.sites import ModelIdentity
+from steering.npti.profile import ProfileError
+from steering.engine.sites import ModelIdentity
 
 
 def logits(lm, ids, **kw):

@@ -15,8 +15,8 @@ from typing import Callable
 
 import pytest
 
-from steering.bank import TraitBank
-from steering.judge import JudgeItem, JudgeSettings, Judgment, OpenAIJudge
+from steering.methods.bank import TraitBank
+from steering.evaluation.judge import JudgeItem, JudgeSettings, Judgment, OpenAIJudge
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from steering import POLES, TRAITS, ModelIdentity, NeuronProfile
-from steering.models import DEFAULT_MODEL_NAME
+from steering.engine.models import DEFAULT_MODEL_NAME
 from steering.settings import repo_root
 
 FOLDER = repo_root() / "profiles" / DEFAULT_MODEL_NAME

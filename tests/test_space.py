@@ -79,16 +79,16 @@ def _run_hidden(code: str) -> subprocess.CompletedProcess:
 
 def test_without_the_packages_the_encoder_and_model_come_from_the_hub_or_say_how_to_fix_it():
     done = _run_hidden("""
-        from steering.encoder import HUB_ID, encoder_path
-        from steering.models import default_gguf_path, DEFAULT_HUB_ID
+        from steering.evaluation.encoder import HUB_ID, encoder_path
+        from steering.engine.models import default_gguf_path, DEFAULT_HUB_ID
         assert encoder_path() == HUB_ID == "sentence-transformers/all-MiniLM-L6-v2", encoder_path()
         assert default_gguf_path() is None and DEFAULT_HUB_ID == "HuggingFaceTB/SmolLM2-135M-Instruct"
-        from steering.encoder import Encoder
+        from steering.evaluation.encoder import Encoder
         try:
             Encoder()
         except RuntimeError as exc:
             print("ENCODER:", exc)
-        from steering.models import ModelLoadError, load_model
+        from steering.engine.models import ModelLoadError, load_model
         try:
             load_model("default")
         except ModelLoadError as exc:
@@ -109,7 +109,7 @@ def test_on_a_space_the_data_goes_to_persistent_storage_or_every_page_says_it_wi
     from helpers import tiny_shipped
     from test_studio import serve
 
-    from steering.generation import Decoding
+    from steering.engine.generation import Decoding
     from studio.core import Studio
     from studio.server import create_app
 
@@ -155,7 +155,7 @@ def test_on_zero_gpu_every_model_call_asks_for_a_gpu_and_gradio_serves_the_app(t
     from helpers import tiny_shipped
 
     from db import Store
-    from steering.generation import Decoding
+    from steering.engine.generation import Decoding
     from studio.core import Studio
     from studio.server import launch
 

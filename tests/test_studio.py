@@ -16,8 +16,8 @@ import pytest
 from helpers import tiny_shipped
 
 from db import Store
-from steering.generation import Decoding
-from steering.methods import METHODS
+from steering.engine.generation import Decoding
+from steering.methods.dispatch import METHODS
 from studio.core import LABELS, Studio
 
 
@@ -110,7 +110,7 @@ def test_blind_round_mapping_stays_on_the_server_until_the_vote(studio):
     typed = studio.blind_round(rater, "Extraversion", "low", question="what is your favourite song?")
     assert typed.custom and typed.question == "what is your favourite song?"
     # the offline judge scores the rated answers once, and its agreement with the rater can be read
-    from steering.ratings import judge_agreement
+    from steering.evaluation.ratings import judge_agreement
 
     assert studio.judge_rated("offline") == len(METHODS)
     assert studio.judge_rated("offline") == 0

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from steering.fluency import distinct_n, perplexity, repeated_ngram_share
-from steering.sweep import Fluent, choose, grid, pole_rows, vector_layer_sets
+from steering.evaluation.fluency import distinct_n, perplexity, repeated_ngram_share
+from steering.evaluation.sweep import Fluent, choose, grid, pole_rows, vector_layer_sets
 
 
 def test_repetition_and_diversity_on_known_texts():
@@ -41,7 +41,7 @@ def _frame(scores: dict):
     that variant 'npti@corpus:2' repeats itself."""
     import pandas as pd
 
-    from steering.evaluate import JOINED
+    from steering.evaluation.evaluate import JOINED
 
     rows = []
     for (variant, pole), ps in scores.items():
@@ -89,9 +89,9 @@ def test_choices_land_in_the_profiles_the_vector_card_and_the_manifest(tiny_llam
 
     from steering import NeuronProfile
     from steering.build import read_manifest
-    from steering.methods import npti_source, profile_path
-    from steering.sweep import record_choices
-    from steering.vector import TraitVector
+    from steering.methods.dispatch import npti_source, profile_path
+    from steering.evaluation.sweep import record_choices
+    from steering.methods.vector import TraitVector
 
     high, low = pole_pair(tiny_llama, trait="Openness")
     for p in (high, low):

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from steering.traitjudge import JUDGE_VERSION, JudgeFileError, TraitJudge, judge_path
+from steering.evaluation.traitjudge import JUDGE_VERSION, JudgeFileError, TraitJudge, judge_path
 
 
 @pytest.fixture(scope="module")

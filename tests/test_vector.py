@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from helpers import capture, random_vector, tokens
-from steering.forced import encode_forced, record_forced, residual_stats
-from steering.profile import ProfileError
-from steering.sites import ModelIdentity, residual_modules
-from steering.vector import TraitVector, VectorPush, build_vector, read_trait, steer_vectors
+from steering.npti.forced import encode_forced, record_forced, residual_stats
+from steering.npti.profile import ProfileError
+from steering.engine.sites import ModelIdentity, residual_modules
+from steering.methods.vector import TraitVector, VectorPush, build_vector, read_trait, steer_vectors
 
 PAIRS = [("how are you?", "i love big parties and loud music.", "i stay home and read quietly."),
          ("what now?", "let us call everyone over tonight!", "a calm walk alone, i think."),
@@ -110,8 +110,8 @@ def test_a_vector_saves_and_loads_and_refuses_another_model(tiny, tmp_path):
 
 
 def test_the_readout_is_the_rescaled_projection_of_the_state_that_chose_each_token(tiny_chat):
-    from steering.generation import Decoding, generate_chats
-    from steering.prompts import plain_chat
+    from steering.engine.generation import Decoding, generate_chats
+    from steering.methods.prompts import plain_chat
 
     vec = build_vector(tiny_chat, "Extraversion", PAIRS, batch_size=2)
     chats = [plain_chat("hello there?"), plain_chat("hi?")]
@@ -160,7 +160,7 @@ def test_the_vector_is_the_difference_of_the_poles_mean_residuals(tiny_chat):
 
 
 def test_a_corpus_with_one_pole_empty_is_refused(tiny_chat):
-    from steering.identify import identify_corpus
+    from steering.npti.identify import identify_corpus
 
     empty_low = [(q, h, "") for q, h, _ in PAIRS]
     with pytest.raises(ValueError, match="no low-pole answers"):
@@ -170,7 +170,7 @@ def test_a_corpus_with_one_pole_empty_is_refused(tiny_chat):
 
 
 def test_corpus_identification_selects_by_the_papers_rule(tiny_chat):
-    from steering.identify import Selection, identify_corpus
+    from steering.npti.identify import Selection, identify_corpus
 
     result = identify_corpus(tiny_chat, "Extraversion", PAIRS, selection=Selection(top_k=10, min_diff=0.5))
     for profile in (result.high, result.low):

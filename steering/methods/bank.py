@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Literal
 
 from .questions import read_questions
-from .settings import repo_root
-from .traits import POLES, check_trait
+from ..settings import repo_root
+from ..traits import POLES, check_trait
 
 Split = Literal["search", "dev"]
 

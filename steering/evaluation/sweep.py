@@ -122,11 +122,11 @@ def record_choices(folder: Path, rows: list[dict], settings: dict, rule: Fluent 
     source's profile, so `npti@corpus` means the corpus profile at its best), and per pole the winning source
     (manifest `npti_default_source`); the vector's per-pole strength and layers (in its card). A pole with no
     fluent configuration keeps what it had. Returns {method: {"<trait> <pole>": variant or None}}."""
-    from .build import read_manifest, write_manifest
+    from ..build import read_manifest, write_manifest
     from .evaluate import Variant
-    from .methods import profile_path
-    from .profile import NeuronProfile
-    from .vector import TraitVector
+    from ..methods.dispatch import profile_path
+    from ..npti.profile import NeuronProfile
+    from ..methods.vector import TraitVector
 
     manifest = read_manifest(folder)
     summary: dict = {}

@@ -8,10 +8,10 @@ import re
 
 import torch
 
-from .generation import encode_chats
-from .adapters import base_only
-from .models import LoadedModel
-from .prompts import plain_chat
+from ..engine.generation import encode_chats
+from ..engine.adapters import base_only
+from ..engine.models import LoadedModel
+from ..methods.prompts import plain_chat
 
 
 def words(text: str) -> list[str]:

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ._hooks import hook_scope
-from .models import LoadedModel
-from .prompts import plain_chat
+from ..engine.hooks import hook_scope
+from ..engine.models import LoadedModel
+from ..methods.prompts import plain_chat
 from .record import ActivationStats, Bins
-from .sites import residual_modules
+from ..engine.sites import residual_modules
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def _batches(examples: Sequence, batch_size: int, progress: Callable | None, des
 
 @torch.no_grad()
 def _forward(lm: LoadedModel, batch: ForcedBatch) -> None:
-    from .adapters import base_only
+    from ..engine.adapters import base_only
 
     with base_only(lm):
         lm.model(input_ids=batch.input_ids.to(lm.device), attention_mask=batch.attention_mask.to(lm.device),
@@ -146,7 +146,7 @@ def answer_logprob(lm: LoadedModel, examples: Sequence[tuple[str, str]], adapter
     loaded LoRA adapter each (`adapters`, None = the base model). Wrap it in `steer(..., steer_prompt=True)` or
     `steer_vectors(..., steer_prompt=True)` to score under steering: a direction that moves the model toward a
     pole makes that pole's corpus answers more likely."""
-    from .adapters import row_adapters
+    from ..engine.adapters import row_adapters
 
     out: list[float] = []
     names = list(adapters) if adapters is not None else [None] * len(examples)

@@ -3,7 +3,7 @@
 Two judges share one protocol (`Judge`): the LLM judge here, which asks any OpenAI-compatible chat endpoint, and
 an offline judge kept elsewhere. Both return one `Judgment` per `JudgeItem`, in input order, with 1-5 scores where
 None means "missing" — a score that could not be obtained is never guessed, so means computed downstream (see
-`steering.ratings.score_table`, which skips NaN) are over real ratings only.
+`steering.evaluation.ratings.score_table`, which skips NaN) are over real ratings only.
 
 Design choices of `OpenAIJudge`, and why:
 
@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Protocol, Sequence
 
-from .bank import TraitBank
-from .traits import check_pole, check_trait
+from ..methods.bank import TraitBank
+from ..traits import check_pole, check_trait
 
 __all__ = ["Judge", "JudgeItem", "JudgeSettings", "Judgment", "OpenAIJudge"]
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from .settings import repo_root
-from .traits import check_trait
+from ..settings import repo_root
+from ..traits import check_trait
 
 Split = Literal["train", "dev", "extra"]
 SPLITS: tuple[str, ...] = ("train", "dev", "extra")

@@ -30,11 +30,11 @@ from typing import Sequence
 
 import numpy as np
 
-from .fileio import write_text_atomic
-from .corpus import load_corpus
+from ..fileio import write_text_atomic
+from ..methods.corpus import load_corpus
 from .encoder import ENCODER_NAME, Encoder, encoder_version
-from .settings import repo_root
-from .traits import TRAITS, check_trait
+from ..settings import repo_root
+from ..traits import TRAITS, check_trait
 
 JUDGE_FORMAT = "persona-studio/trait-judge"
 JUDGE_VERSION = 2
@@ -247,7 +247,7 @@ def check_judge(judge: TraitJudge, answers: Path | None = None, root: Path | Non
     """Per trait: AUC on the corpus's dev split, on its extra split, and on the persona-prompted answers of
     `answers` (<Trait>.jsonl files; default: the default model's shipped ones; None where there are none), and n
     (dev pairs)."""
-    from .fileio import read_jsonl
+    from ..fileio import read_jsonl
 
     answers = answers or repo_root() / "profiles" / "SmolLM2-135M-Instruct" / "answers"
     rows = []

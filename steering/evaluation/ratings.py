@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special, stats
 
-from .traits import POLES, TRAITS
+from ..traits import POLES, TRAITS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

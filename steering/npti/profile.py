@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .sites import ModelIdentity
-from .traits import check_pole, check_trait
+from ..engine.sites import ModelIdentity
+from ..traits import check_pole, check_trait
 
 FORMAT = "persona-studio/neuron-profile"
 VERSION = 1
@@ -98,7 +98,7 @@ class NeuronProfile:
     def save(self, path: str | Path) -> Path:
         """Write the profile atomically (a unique temporary file, then a rename): a failed save never truncates
         the profile already there, and two runs saving at once never share a temporary file."""
-        from .fileio import write_text_atomic
+        from ..fileio import write_text_atomic
 
         return write_text_atomic(path, json.dumps(self.to_dict(), indent=1))
 

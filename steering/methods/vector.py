@@ -25,13 +25,13 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ._hooks import hook_scope, read_call
-from .fileio import write_text_atomic
-from .induce import check_strength
-from .models import LoadedModel
-from .profile import ProfileError
-from .sites import ModelIdentity, residual_modules
-from .traits import check_pole, check_trait
+from ..engine.hooks import hook_scope, read_call
+from ..fileio import write_text_atomic
+from ..npti.induce import check_strength
+from ..engine.models import LoadedModel
+from ..npti.profile import ProfileError
+from ..engine.sites import ModelIdentity, residual_modules
+from ..traits import check_pole, check_trait
 
 VECTOR_FORMAT = "persona-studio/trait-vector"
 VECTOR_VERSION = 1
@@ -153,7 +153,7 @@ def build_vector(lm: LoadedModel, trait: str, pairs: Sequence[tuple[str, str, st
                  meta: dict | None = None) -> TraitVector:
     """A trait's vector from (question, high answer, low answer) triples read with teacher forcing. The read-out
     layer is the one whose per-answer projections separate the poles best on these same triples (Cohen's d)."""
-    from .forced import residual_stats
+    from ..npti.forced import residual_stats
 
     trait = check_trait(trait)
     for pole, k in (("high", 1), ("low", 2)):

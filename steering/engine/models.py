@@ -21,7 +21,7 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
-from .settings import data_home
+from ..settings import data_home
 from .sites import ModelIdentity, NeuronSites, find_neuron_sites, model_identity
 
 Quantization = Literal["none", "bf16", "nf4", "int8"]

@@ -20,8 +20,8 @@ from typing import Iterable, Iterator
 
 import torch
 
-from ._hooks import hook_scope, read_call
-from .models import LoadedModel
+from ..engine.hooks import hook_scope, read_call
+from ..engine.models import LoadedModel
 
 
 @dataclass(frozen=True)

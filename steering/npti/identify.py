@@ -17,13 +17,13 @@ from typing import Callable, Sequence
 
 import torch
 
-from .fileio import atomic_writer
-from .generation import Decoding, eos_ids, generate_chats
-from .models import LoadedModel
+from ..fileio import atomic_writer
+from ..engine.generation import Decoding, eos_ids, generate_chats
+from ..engine.models import LoadedModel
 from .profile import NeuronProfile
-from .prompts import persona_chat
+from ..methods.prompts import persona_chat
 from .record import ActivationStats, Bins, record_activations
-from .traits import POLES, check_trait, opposite
+from ..traits import POLES, check_trait, opposite
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from .generation import eos_ids
-from .models import LoadedModel
+from ..engine.generation import eos_ids
+from ..engine.models import LoadedModel
 from .prompts import plain_chat
 from .questions import read_questions
-from .traits import check_pole, check_trait
+from ..traits import check_pole, check_trait
 
 ADAPTER_FORMAT = "persona-studio/lora-adapter"
 

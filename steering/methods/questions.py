@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .fileio import write_jsonl_atomic
-from .generation import check_question
+from ..fileio import write_jsonl_atomic
+from ..engine.generation import check_question
 
 
 def json_type(value: object) -> str:

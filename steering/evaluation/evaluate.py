@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from .fileio import append_jsonl, read_jsonl, write_bytes_atomic, write_text_atomic
+from ..fileio import append_jsonl, read_jsonl, write_bytes_atomic, write_text_atomic
 from .fluency import distinct_n, perplexity, repeated_ngram_share
-from .generation import Decoding
+from ..engine.generation import Decoding
 from .judge import Judge, JudgeItem, Judgment
-from .methods import METHODS, Request, answer_rows, unavailable
-from .models import LoadedModel
-from .traits import POLES, check_trait
+from ..methods.dispatch import METHODS, Request, answer_rows, unavailable
+from ..engine.models import LoadedModel
+from ..traits import POLES, check_trait
 
 ANSWERS = "answers.jsonl"
 
@@ -77,7 +77,7 @@ class Variant:
 
 def resolve(lm: LoadedModel, variant: Variant, trait: str, pole: str, profiles: Path | None = None) -> Variant:
     """The variant with every shipped default filled in for this trait pole (what would actually run)."""
-    from .methods import DEFAULT_VECTOR_STRENGTH, load_pole, load_vector, npti_source
+    from ..methods.dispatch import DEFAULT_VECTOR_STRENGTH, load_pole, load_vector, npti_source
 
     if variant.method == "sft":
         return replace(variant, source=variant.source or "corpus")
@@ -394,7 +394,7 @@ class OfflineJudge:
     """A judge that needs no API: the offline trait judge trained on our corpus, and a fluency measure from the
     unsteered model, labelled as such wherever they appear (never ground truth).
 
-    Trait score: P(high pole) in [0, 1] from `steering.traitjudge` (0.5 = undecided). Fluency: in (0, 1],
+    Trait score: P(high pole) in [0, 1] from `steering.evaluation.traitjudge` (0.5 = undecided). Fluency: in (0, 1],
     1 / (perplexity of the answer given the plain question under the model with no steering or adapter x
     (1 + repeated-4-gram share)): the geometric-mean probability the unsteered model gives each token, lowered by
     repetition; higher is better (unsteered answers of the default model score about 0.2-0.3)."""

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from ._hooks import leaves_no_hooks
+from .hooks import leaves_no_hooks
 from .adapters import row_adapters
 from .models import LoadedModel
 

@@ -21,8 +21,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from ._hooks import hook_scope, read_call
-from .models import LoadedModel
+from ..engine.hooks import hook_scope, read_call
+from ..engine.models import LoadedModel
 from .profile import NeuronProfile
 
 MAX_STRENGTH = 4.0

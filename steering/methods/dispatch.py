@@ -15,15 +15,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from .adapters import adapter_name, attach_adapter, loaded_adapters
+from ..engine.adapters import adapter_name, attach_adapter, loaded_adapters
 from .bank import TraitBank
-from .generation import Answer, Decoding, generate_chats
-from .induce import Intervention, check_strength, steer
-from .models import LoadedModel
-from .profile import NeuronProfile, ProfileError
+from ..engine.generation import Answer, Decoding, generate_chats
+from ..npti.induce import Intervention, check_strength, steer
+from ..engine.models import LoadedModel
+from ..npti.profile import NeuronProfile, ProfileError
 from .prompts import adjective_chat, persona_chat, plain_chat
-from .settings import repo_root
-from .traits import check_pole, check_trait, opposite
+from ..settings import repo_root
+from ..traits import check_pole, check_trait, opposite
 
 Method = Literal["base", "simple", "p2", "sft", "npti", "vector"]
 METHODS: tuple[str, ...] = ("base", "simple", "p2", "sft", "npti", "vector")

@@ -1,0 +1,1 @@
+"""Load a model, find its neuron sites, hook it, generate in batches, attach per-row LoRA adapters."""
