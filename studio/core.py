@@ -383,32 +383,20 @@ class Studio:
 
     # -- automatic judges beside the human ratings --------------------------------------------------------------
     def judges(self) -> list[str]:
-        """The judges this studio can run: the offline judge always, the LLM judge where an endpoint is set
-        (PERSONA_STUDIO_JUDGE_BASE_URL or OPENAI_BASE_URL, or an OPENAI_API_KEY)."""
-        import os
+        """The judges this studio can run: the offline judge always, the LLM judge where the environment names an
+        endpoint or key (`judges.available`)."""
+        from steering.evaluation.judges import available
 
-        names = ["offline"]
-        if any(os.environ.get(v) for v in ("PERSONA_STUDIO_JUDGE_BASE_URL", "OPENAI_BASE_URL",
-                                           "PERSONA_STUDIO_JUDGE_API_KEY", "OPENAI_API_KEY")):
-            names.append("llm")
-        return names
-
-    def _judge(self, kind: str):
-        if kind == "offline":
-            from steering.evaluation.evaluate import OfflineJudge
-
-            return OfflineJudge(self.lm)
-        if kind == "llm":
-            from steering.evaluation.judge import JudgeSettings, OpenAIJudge
-
-            return OpenAIJudge(JudgeSettings.from_env())
-        raise ValueError(f"unknown judge {kind!r}: choose one of {', '.join(self.judges())}")
+        return available()
 
     def judge_rated(self, kind: str = "offline") -> int:
         """Judge every human-rated output this judge has not scored yet and store the scores; return how many."""
         from steering.evaluation.judge import JudgeItem
 
-        judge = self._judge(kind)
+        from steering.evaluation.judges import check_kind, make_judge
+
+        kind = check_kind(kind)
+        judge = make_judge(kind, self.lm)
         ratings = self.store.ratings_frame().drop_duplicates("output_id")
         done = self.store.judgments_frame()
         done = set(done.loc[done["judge"] == judge.name, "output_id"])

@@ -11,9 +11,11 @@ from helpers import tiny_shipped
 from steering.fileio import read_jsonl
 
 import steering.evaluation.evaluate as evaluate
-from steering.evaluation.evaluate import (OfflineJudge, Plan, generate_answers, joined, judge_answers, paper_table,
-                               table_from_files, write_outputs)
+from steering.evaluation.evaluate import (Plan, generate_answers, joined, judge_answers, paper_table,
+                                          table_from_files, write_outputs)
 from steering.evaluation.judge import Judgment
+from steering.evaluation.judges import OfflineJudge, make_judge
+from steering.evaluation.scales import LLM_SCALES
 
 QUESTIONS = {"Extraversion": ["how was your weekend?", "what do you do at a party?"]}
 
@@ -23,6 +25,7 @@ class LengthJudge:
     trait score is missing (as an unparsable LLM reply would be)."""
 
     name = "length"
+    scales = LLM_SCALES
 
     def __init__(self):
         self.calls = 0
@@ -61,7 +64,7 @@ def test_answers_resume_and_the_table_is_recomputable_from_the_files(setup, monk
     judge = LengthJudge()
     judgments = judge_answers(judge, again, out)
     assert judge.calls == 16 and len(judge_answers(judge, again, out)) == 16 and judge.calls == 16
-    table = write_outputs(joined(again, judgments), out, judge.name, evaluate.judge_scales(judge))
+    table = write_outputs(joined(again, judgments), out, judge.name, judge.scales.describe())
     (out / "run.json").write_text(json.dumps(evaluate.run_settings(plan, lm.name, judge, QUESTIONS, again)))
     assert list(table["method"]) == ["base", "simple", "npti", "npti"]
     assert list(table.columns) == ["method", "variant", "strength", "Extraversion high", "Extraversion low",
@@ -109,14 +112,15 @@ def test_failed_judgments_are_asked_again_and_missing_artefacts_stop_the_run_ear
 def test_offline_judge_is_labelled_and_scores_every_answer_on_0_1(setup):
     lm, folder, plan, out = setup
     answers = generate_answers(lm, Plan(("base",), ("Extraversion",), max_new_tokens=5), QUESTIONS, out)
-    judge = OfflineJudge(lm)
+    judge = make_judge("offline", lm)
+    assert isinstance(judge, OfflineJudge) and judge.scales.trait.high == 1
     judgments = judge_answers(judge, answers, out)
     assert all(isinstance(j["trait_score"], float) and 0 <= j["trait_score"] <= 1 for j in judgments)
     for j in judgments:  # fluency = 1 / (perplexity x (1 + repeated 4-gram share)), in (0, 1]
         d = j["detail"]
         assert j["fluency_score"] == pytest.approx(1 / (d["perplexity"] * (1 + d["repeat4"])))
         assert 0 < j["fluency_score"] <= 1
-    scales = evaluate.judge_scales(judge)
+    scales = judge.scales.describe()
     assert "trained on our corpus" in scales["trait"] and "higher is better" in scales["fluency"]
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..fileio import append_jsonl, read_jsonl, write_bytes_atomic, write_text_atomic
-from .fluency import distinct_n, perplexity, repeated_ngram_share
+from .fluency import distinct_n, repeated_ngram_share
 from ..engine.generation import Decoding
 from .judge import Judge, JudgeItem, Judgment
 from ..methods.dispatch import METHODS, Request, answer_rows, unavailable
@@ -389,54 +389,18 @@ def table_from_files(out: Path, judge_name: str) -> pd.DataFrame:
 
 # -- the offline judge ------------------------------------------------------------------------------------------
 
-@dataclass
-class OfflineJudge:
-    """A judge that needs no API: the offline trait judge trained on our corpus, and a fluency measure from the
-    unsteered model, labelled as such wherever they appear (never ground truth).
-
-    Trait score: P(high pole) in [0, 1] from `steering.evaluation.traitjudge` (0.5 = undecided). Fluency: in (0, 1],
-    1 / (perplexity of the answer given the plain question under the model with no steering or adapter x
-    (1 + repeated-4-gram share)): the geometric-mean probability the unsteered model gives each token, lowered by
-    repetition; higher is better (unsteered answers of the default model score about 0.2-0.3)."""
-
-    lm: LoadedModel
-    trait_judge: object | None = None
-    name: str = "offline-judge"
-
-    scales = {"trait": "P(high pole), 0-1, offline judge (trained on our corpus); 0.5 = undecided",
-              "fluency": "0-1, 1 / (perplexity under the unsteered model x (1 + repeated 4-gram share)); higher is "
-                         "better"}
-
-    def judge(self, items: Sequence[JudgeItem], progress: Callable | None = None) -> list[Judgment]:
-        from .traitjudge import TraitJudge
-
-        if self.trait_judge is None:
-            self.trait_judge = TraitJudge.load()
-        items = list(items)
-        trait_scores: list[float] = [math.nan] * len(items)
-        for trait in dict.fromkeys(i.trait for i in items):
-            idx = [k for k, i in enumerate(items) if i.trait == trait]
-            for k, s in zip(idx, self.trait_judge.p_high(trait, [items[k].answer for k in idx])):
-                trait_scores[k] = float(s)
-        ppl = perplexity(self.lm, [i.question for i in items], [i.answer for i in items])
-        out = []
-        for item, t, p in zip(items, trait_scores, ppl):
-            rep = repeated_ngram_share(item.answer)
-            fluency = 1.0 / (float(p) * (1 + rep)) if math.isfinite(p) else None
-            out.append(Judgment(t, fluency, self.name, {"perplexity": float(p), "repeat4": rep}))
-        return out
-
-
-def judge_scales(judge: Judge) -> dict:
-    return getattr(judge, "scales", {"trait": "1-5, how much of the trait (LLM judge)",
-                                     "fluency": "1-5 (LLM judge), higher is better"})
-
-
 def run_settings(plan: Plan, model: str, judge: Judge, questions: dict[str, list[str]],
                  answers: list[dict]) -> dict:
     """run.json: the plan, the judge and its scales, what each variant resolved to, and the answer keys the table is
     made of."""
     resolved = {f"{a['variant']} {a['trait']} {a['pole']}": a["resolved"] for a in answers}
-    return {"plan": asdict(plan), "model": model, "judge": judge.name, "scales": judge_scales(judge),
+    return {"plan": asdict(plan), "model": model, "judge": judge.name, "scales": judge.scales.describe(),
             "questions": {t: len(q) for t, q in questions.items()}, "resolved": resolved,
             "keys": [a["key"] for a in answers]}
+
+
+from .judges import OfflineJudge  # noqa: E402,F401 - TEMPORARY, until the CLI uses judges.make_judge
+
+
+def judge_scales(judge: Judge) -> dict:  # TEMPORARY, until the CLI uses judge.scales
+    return judge.scales.describe()

@@ -1,7 +1,7 @@
 """Automatic judging of generated answers: how much of a Big Five trait an answer shows, and how fluent it is.
 
 Two judges share one protocol (`Judge`): the LLM judge here, which asks any OpenAI-compatible chat endpoint, and
-an offline judge kept elsewhere. Both return one `Judgment` per `JudgeItem`, in input order, with 1-5 scores where
+the offline judge (`judges.py`, where `make_judge` makes either). Both return one `Judgment` per `JudgeItem`, in input order, with 1-5 scores where
 None means "missing" — a score that could not be obtained is never guessed, so means computed downstream (see
 `steering.evaluation.ratings.score_table`, which skips NaN) are over real ratings only.
 
@@ -40,6 +40,7 @@ from typing import Any, Callable, Literal, Mapping, Protocol, Sequence
 
 from ..methods.bank import TraitBank
 from ..traits import check_pole, check_trait
+from .scales import LLM_SCALES
 
 __all__ = ["Judge", "JudgeItem", "JudgeSettings", "Judgment", "OpenAIJudge"]
 
@@ -262,6 +263,8 @@ class OpenAIJudge:
     `sleep` waits between retries; tests pass a no-op so backoff costs nothing. A malformed reply body (HTTP
     success but not a chat completion) is not retried and not cached: the score is None with the reason in
     `detail`, and a later run asks again."""
+
+    scales = LLM_SCALES  # 1-5 for the trait's level and for fluency
 
     def __init__(self, settings: JudgeSettings, sleep: Callable[[float], None] = time.sleep) -> None:
         self.settings = settings

@@ -26,6 +26,7 @@ import pandas as pd
 from scipy import optimize, special, stats
 
 from ..traits import POLES, TRAITS
+from .scales import scales_for
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -345,16 +346,9 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> tuple[float, int]:
 
 
 def toward_target(judge: str, pole: str, trait_score: float, fluency_score: float) -> tuple[float, float]:
-    """A judge's scores turned the way human ratings point: trait = how well the answer portrays the TARGET pole,
-    fluency = higher is better. An LLM judge rates the trait's level 1-5 (a low-pole answer should score low), so a
-    low pole's score becomes 6 - s; the offline judge gives P(high) in 0-1, so a low pole's score becomes 1 - p,
-    and its fluency is already higher-is-better. (Scores stored by the earlier embedding proxy, "offline-proxy", were
-    signed and its fluency a perplexity: both flip sign.)"""
-    if judge == "offline-proxy":
-        return (-trait_score if pole == "low" else trait_score), -fluency_score
-    if judge.startswith("offline"):
-        return (1 - trait_score if pole == "low" else trait_score), fluency_score
-    return (6 - trait_score if pole == "low" else trait_score), fluency_score
+    """A stored judge's scores turned the way human ratings point (trait = how well the answer portrays the TARGET
+    pole, fluency = higher is better), by what that judge's numbers mean (`scales.scales_for`)."""
+    return scales_for(judge).toward_target(pole, trait_score, fluency_score)
 
 
 def judge_agreement(ratings: pd.DataFrame, judgments: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
