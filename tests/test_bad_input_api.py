@@ -9,7 +9,7 @@ import urllib.parse
 
 import pytest
 from helpers import tiny_shipped
-from test_studio import serve
+from helpers import serve
 
 from db import Store
 from steering.engine.generation import Decoding

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import _tiny, tiny_tokenizer
+from helpers import tiny_model, tiny_tokenizer
 
 from steering.cli import main
 
@@ -46,7 +46,7 @@ def files(tmp_path_factory) -> dict[str, str]:
     description files, a plain file and a folder to put where the other is expected."""
     root = tmp_path_factory.mktemp("inputs")
     model = root / "tiny-llama"
-    _tiny("llama").model.save_pretrained(model)
+    tiny_model("llama").model.save_pretrained(model)
     tiny_tokenizer().save_pretrained(model)
     trunc = root / "truncated"
     trunc.mkdir()

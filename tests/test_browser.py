@@ -108,7 +108,7 @@ def test_the_app_compares_and_rates_blind_in_a_browser(browser, default_home, tm
 def test_model_output_is_shown_as_text_never_run(browser, tmp_path):
     """Every answer of this studio is HTML with a script; the pages must show it as text."""
     from playwright.sync_api import expect
-    from test_studio import serve
+    from helpers import serve
 
     from studio.server import create_app
 
@@ -168,7 +168,7 @@ def test_blind_rating_flows_in_a_browser(browser, tmp_path):
     scrolled into view; the Results tab shows the votes without Refresh; no method name reaches the blind page
     (HTML, config, network) before the vote."""
     from playwright.sync_api import expect
-    from test_studio import serve
+    from helpers import serve
 
     from studio.server import create_app
 

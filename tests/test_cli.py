@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import _tiny, tiny_tokenizer
+from helpers import tiny_model, tiny_tokenizer
 
 from steering import ModelLoadError, load_model
 from steering.cli import main
@@ -15,7 +15,7 @@ QUESTIONS = ["what do you do at a party?", "how was your weekend?"]
 
 @pytest.fixture
 def tiny_folder(tmp_path):
-    lm = _tiny("llama")
+    lm = tiny_model("llama")
     folder = tmp_path / "tiny-llama"
     lm.model.save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)
@@ -166,7 +166,7 @@ def test_bad_vector_input_exits_2_with_one_line_and_writes_nothing(tiny_folder, 
 def test_a_vector_for_another_model_is_refused(tiny_folder, questions, tmp_path, capsys):
     from helpers import random_vector
 
-    other = _tiny("qwen2")
+    other = tiny_model("qwen2")
     out = tmp_path / "profiles"
     random_vector(other).save(out)
     code = main(["generate", "--model", str(tiny_folder), "--quantization", "none", "--questions", str(questions),

@@ -8,11 +8,11 @@ import json
 
 import pytest
 import torch
-from conftest import _tiny, tiny_tokenizer
+from helpers import random_adapter, tiny_model, tiny_tokenizer
 from helpers import hook_count, pole_pair
 
 from steering.engine.adapters import BASE, attach_adapter, loaded_adapters
-from steering.methods.finetune import AdapterCard, Training, encode_pairs, finetune, lora_config, training_pairs
+from steering.methods.finetune import AdapterCard, Training, encode_pairs, finetune, training_pairs
 from steering.engine.generation import Decoding, encode_chats, generate_chats
 from steering.methods.dispatch import MethodUnavailable, Request, answer, answer_rows
 from steering.methods.prompts import plain_chat
@@ -44,24 +44,13 @@ def _answer_loss(lm, pairs, adapters=None) -> float:
 
 
 def _random_adapter(lm, folder, seed):
-    """Save an adapter with random (nonzero) LoRA weights, and return the in-memory peft model's logits."""
-    from peft import get_peft_model
-
-    model = get_peft_model(copy.deepcopy(lm.model), lora_config(Training(rank=4, targets=None), lm.identity.n_layers))
-    torch.manual_seed(seed)
-    for name, p in model.named_parameters():
-        if "lora_" in name:
-            p.data.normal_(0, 0.5)
-    model.eval()
-    model.save_pretrained(folder)
-    enc = encode_chats(lm, CHATS)
-    with torch.no_grad():
-        return model(**enc).logits
+    """Save an adapter with random LoRA weights; return the in-memory peft model's logits on CHATS."""
+    return random_adapter(lm, folder, seed, CHATS)
 
 
 @pytest.fixture
 def chat_lm():
-    lm = _tiny("llama")
+    lm = tiny_model("llama")
     lm.tokenizer = tiny_tokenizer()
     return lm
 
@@ -119,7 +108,7 @@ def test_base_rows_of_a_mixed_batch_are_exactly_the_model_without_adapters(chat_
 
 
 def test_adapter_from_another_model_is_refused(chat_lm, tmp_path):
-    other = _tiny("qwen2")
+    other = tiny_model("qwen2")
     other.tokenizer = tiny_tokenizer()
     finetune(other, PAIRS[:2], Training(rank=2, epochs=1, batch_size=2, targets=None), tmp_path / "q",
              "Extraversion", "high")

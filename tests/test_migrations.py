@@ -23,7 +23,7 @@ from sqlalchemy import create_engine
 import db.migrate
 from db import SchemaTooNew, Store
 from db.schema import Base
-from test_store import all_scores, quick_round, run_together
+from helpers import all_scores, quick_round, run_together
 
 ROOT = Path(__file__).resolve().parents[1]
 MIGRATIONS = ROOT / "db" / "migrations"

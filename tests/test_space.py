@@ -107,7 +107,7 @@ def test_on_a_space_the_data_goes_to_persistent_storage_or_every_page_says_it_wi
 
     import app
     from helpers import tiny_shipped
-    from test_studio import serve
+    from helpers import serve
 
     from steering.engine.generation import Decoding
     from studio.core import Studio

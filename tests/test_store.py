@@ -7,7 +7,6 @@ import os
 
 import dataclasses
 import sqlite3
-import threading
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 import db
 from db import OutputIn, RatingRefused, Reveal, RoundIn, SchemaTooNew, SlotView, Store, StoreBusy
 from db.schema import Output, Pick, Rating, Round, Vote, utcnow
+from helpers import all_scores, quick_round, run_together
 
 METHODS = ("base", "simple", "p2", "sft", "npti")
 SHUFFLED = (3, 0, 4, 1, 2)  # the slot of METHODS[i]
@@ -31,22 +31,8 @@ def blind_round(rater_id: str | None, kind: str = "blind", n: int = 5) -> RoundI
                    pole="high", model="tiny-test", seconds=2.5, outputs=outputs, rater_id=rater_id)
 
 
-def quick_round(rater_id: str | None, methods: tuple[str, str] = ("npti", "base"), **change) -> RoundIn:
-    """A quick round: methods[0] at slot 0 (A), methods[1] at slot 1 (B)."""
-    outputs = [OutputIn(slot=i, method=m, params={"strength": 2.0}, seed=7, text=f"Shown answer {i}.", n_tokens=9,
-                        latency=0.25, raw_text=f"Shown answer {i}. And an unfinished")
-               for i, m in enumerate(methods)]
-    return dataclasses.replace(
-        RoundIn(kind="blind", question="What do you do at a party?", custom=True, trait="Extraversion", pole="low",
-                model="tiny-test", seconds=1.5, outputs=outputs, rater_id=rater_id, mode="quick"), **change)
-
-
 COUNT_KEYS = {"raters", "rounds", "outputs", "ratings", "picks", "votes", "blind_rounds", "compare_rounds",
               "rated_rounds"}
-
-
-def all_scores(n: int = 5, trait: int = 4, fluency: int = 3) -> dict[int, tuple[int, int]]:
-    return {slot: (trait, fluency) for slot in range(n)}
 
 
 def file_url(path: Path) -> str:
@@ -521,27 +507,6 @@ def test_in_memory_url_and_password_hiding(store):
 
 
 # -- concurrency ---------------------------------------------------------------------------------------------------
-
-
-def run_together(n: int, work) -> list[object]:
-    """Run work(i) in n threads released at the same moment; return each result or the exception it raised."""
-    barrier = threading.Barrier(n)
-    results: list[object] = [None] * n
-
-    def target(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = work(i)
-        except Exception as err:  # noqa: BLE001 - the test inspects what each thread got
-            results[i] = err
-
-    threads = [threading.Thread(target=target, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not any(t.is_alive() for t in threads)
-    return results
 
 
 def test_concurrent_submissions_on_a_file(tmp_path):

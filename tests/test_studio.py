@@ -4,16 +4,14 @@ and a real HTTP server: rounds, blind rating through the JSON API, refusals, and
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
 import threading
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
 
 import pytest
-from helpers import tiny_shipped
+from helpers import post, serve, tiny_shipped
 
 from db import Store
 from steering.engine.generation import Decoding
@@ -27,37 +25,6 @@ def studio(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'studio.sqlite'}")
     yield Studio(lm, store, Decoding(max_new_tokens=6, do_sample=True), profiles=shipped)
     store.close()
-
-
-@contextmanager
-def serve(app):
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started:
-        if time.time() > deadline:
-            raise RuntimeError("server did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
-def post(url: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
 
 
 def test_compare_answers_every_method_in_one_round_and_says_why_one_is_missing(studio):
