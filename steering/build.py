@@ -3,7 +3,6 @@ files, the persona-prompted answers (the fine-tuning data), and a manifest that 
 
 from __future__ import annotations
 
-import json
 import platform
 import sys
 import time
@@ -14,23 +13,18 @@ from typing import Callable, Sequence
 import torch
 
 from .methods import bank
-from .fileio import write_text_atomic
+from .artefacts import DEFAULT_KEYS, ModelArtefacts
 from .engine.generation import Decoding
 from .npti.identify import Selection, identify
 from .engine.models import LoadedModel
 from .npti.record import Bins
 
-MANIFEST = "manifest.json"
-DEFAULT_KEYS = ("default_strength", "default_top_neurons")  # a pole's shipped NPTI configuration
-
-
 def read_manifest(folder: Path) -> dict:
-    path = folder / MANIFEST
-    return json.loads(path.read_text()) if path.is_file() else {"traits": {}}
+    return ModelArtefacts(Path(folder)).read_manifest()
 
 
 def write_manifest(folder: Path, manifest: dict) -> None:
-    write_text_atomic(folder / MANIFEST, json.dumps(manifest, indent=1))
+    ModelArtefacts(Path(folder)).write_manifest(manifest)
 
 
 def _environment() -> dict:
@@ -122,7 +116,7 @@ def build_profiles(lm: LoadedModel, folder: Path, traits: Sequence[str], *, deco
     for trait in traits:
         trait_bank = bank.TraitBank.load(trait)
         qs = bank.questions(trait, "search")[:limit]
-        answers = folder / "answers" / f"{trait_bank.trait}.jsonl"  # replaced only when the trait finishes
+        answers = ModelArtefacts(folder).answers(trait_bank.trait)  # replaced only when the trait finishes
         start = time.perf_counter()
         result = identify(lm, trait_bank.trait, qs, trait_bank.descriptions, decoding=decoding,
                           batch_size=batch_size, seed=seed, selection=selection, answers_path=answers,
@@ -147,8 +141,9 @@ def record_adapter(folder: Path, card, source: str = "corpus") -> None:
     """Enter a trained LoRA adapter (its AdapterCard) in the manifest: under adapters/<Trait>_<pole> for one trained
     on the corpus, adapters_<source>/<Trait>_<pole> for another source (its folder: adapters-<source>/)."""
     manifest = read_manifest(folder)
-    section, path = ("adapters", "adapters") if source == "corpus" else (f"adapters_{source}", f"adapters-{source}")
-    manifest.setdefault(section, {})[f"{card.trait}_{card.pole}"] = {
-        "path": f"{path}/{card.trait}_{card.pole}", **card.summary()}
+    artefacts = ModelArtefacts(Path(folder))
+    adapter = artefacts.adapter(card.trait, card.pole, source)
+    manifest.setdefault(artefacts.adapter_section(source), {})[f"{card.trait}_{card.pole}"] = {
+        "path": adapter.relative_to(artefacts.folder).as_posix(), **card.summary()}
     folder.mkdir(parents=True, exist_ok=True)
     write_manifest(folder, manifest)

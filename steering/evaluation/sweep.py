@@ -122,19 +122,19 @@ def record_choices(folder: Path, rows: list[dict], settings: dict, rule: Fluent 
     source's profile, so `npti@corpus` means the corpus profile at its best), and per pole the winning source
     (manifest `npti_default_source`); the vector's per-pole strength and layers (in its card). A pole with no
     fluent configuration keeps what it had. Returns {method: {"<trait> <pole>": variant or None}}."""
-    from ..build import read_manifest, write_manifest
-    from .evaluate import Variant
-    from ..methods.dispatch import profile_path
-    from ..npti.profile import NeuronProfile
+    from ..artefacts import NPTI_DEFAULT_SOURCE, SELECTION_SWEEP, ModelArtefacts
     from ..methods.vector import TraitVector
+    from ..npti.profile import NeuronProfile
+    from .evaluate import Variant
 
-    manifest = read_manifest(folder)
+    artefacts = ModelArtefacts(Path(folder))
+    manifest = artefacts.read_manifest()
     summary: dict = {}
     sources = {_source(r["variant"]) for r in rows if r["method"] == "npti"}
     for source in sorted(s for s in sources if s):
         for (trait, pole), variant in choose(rows, "npti", source).items():
             if variant is not None:
-                path = profile_path(folder, trait, pole, source)
+                path = artefacts.profile(trait, pole, source)
                 profile = NeuronProfile.load(path)  # its neuron count (default_top_neurons) is what the sweep ran
                 chosen = Variant.parse(variant)
                 profile.meta["default_strength"] = chosen.strength
@@ -157,15 +157,15 @@ def record_choices(folder: Path, rows: list[dict], settings: dict, rule: Fluent 
                 continue
             v = Variant.parse(variant)
             if method == "npti":
-                manifest.setdefault("npti_default_source", {}).setdefault(trait, {})[pole] = v.source
+                manifest.setdefault(NPTI_DEFAULT_SOURCE, {}).setdefault(trait, {})[pole] = v.source
             else:
                 vec = TraitVector.load(folder, trait)
                 vec.meta.setdefault("defaults", {})[pole] = {"strength": v.strength, "layers": list(v.layers)}
                 vec.save(folder)
     for trait in dict.fromkeys(r["trait"] for r in rows):
-        manifest.setdefault("selection_sweep", {})[trait] = {
+        manifest.setdefault(SELECTION_SWEEP, {})[trait] = {
             "settings": settings, "rule": asdict(rule), "rows": [r for r in rows if r["trait"] == trait],
             "chosen": {m: {k: v for k, v in s.items() if k.startswith(trait + " ")} for m, s in summary.items()}}
-    write_manifest(folder, manifest)
+    artefacts.write_manifest(manifest)
     return summary
 

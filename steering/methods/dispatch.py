@@ -7,7 +7,6 @@ adapters were trained on our corpus (`corpus`, the default) or on the persona-pr
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -22,7 +21,7 @@ from ..npti.induce import Intervention, check_strength, steer
 from ..engine.models import LoadedModel
 from ..npti.profile import NeuronProfile, ProfileError
 from .prompts import adjective_chat, persona_chat, plain_chat
-from ..settings import repo_root
+from ..artefacts import ModelArtefacts
 from ..traits import check_pole, check_trait, opposite
 
 Method = Literal["base", "simple", "p2", "sft", "npti", "vector"]
@@ -37,23 +36,21 @@ class MethodUnavailable(RuntimeError):
 
 
 def profiles_dir(lm: LoadedModel, root: Path | None = None) -> Path:
-    """Where the shipped profiles of this model live: profiles/<model name>/."""
-    return (root or repo_root() / "profiles") / lm.name
+    """Where the shipped profiles of this model live: profiles/<model name>/ (under `root` if given)."""
+    return Path(root) / lm.name if root else ModelArtefacts.of(lm.name).folder
 
 
 def profile_path(folder: Path, trait: str, pole: str, source: str = "generated") -> Path:
     """<Trait>_<pole>.json (identified from generated answers) or <Trait>_<pole>.corpus.json (from the corpus)."""
-    return Path(folder) / (f"{trait}_{pole}.json" if source == "generated" else f"{trait}_{pole}.{source}.json")
+    return ModelArtefacts(Path(folder)).profile(trait, pole, source)
 
 
 def npti_source(lm: LoadedModel, trait: str, pole: str, folder: Path | None = None) -> str:
     """The NPTI source a pole ships with by default (chosen by the sweep; `generated` where none was chosen)."""
-    folder = Path(folder) if folder else profiles_dir(lm)
-    manifest = folder / "manifest.json"
-    if manifest.is_file():
-        chosen = json.loads(manifest.read_text()).get("npti_default_source", {}).get(trait, {}).get(pole)
-        if chosen in SOURCES["npti"] and profile_path(folder, trait, pole, chosen).is_file():
-            return chosen
+    artefacts = ModelArtefacts.of(lm.name, folder)
+    chosen = artefacts.npti_default_source(trait, pole)
+    if chosen in SOURCES["npti"] and artefacts.profile(trait, pole, chosen).is_file():
+        return chosen
     return "generated"
 
 
@@ -113,17 +110,14 @@ class Request:
 
 def adapters_dir(lm: LoadedModel, profiles: Path | None = None) -> Path:
     """Where a model's shipped LoRA adapters live: profiles/<model name>/adapters/<Trait>_<pole>/."""
-    return (Path(profiles) if profiles else profiles_dir(lm)) / "adapters"
+    return ModelArtefacts.of(lm.name, profiles).adapters()
 
 
 def adapter_folder(lm: LoadedModel, trait: str, pole: str, source: str = "corpus",
                    profiles: Path | None = None) -> Path:
     """adapters/<Trait>_<pole>/ (trained on the corpus) or adapters-persona/<Trait>_<pole>/ (on the persona-prompted
     answers)."""
-    root = adapters_dir(lm, profiles)
-    if source != "corpus":
-        root = root.with_name(f"adapters-{source}")
-    return root / adapter_name(trait, pole)
+    return ModelArtefacts.of(lm.name, profiles).adapter(trait, pole, source)
 
 
 def _adapter_id(trait: str, pole: str, source: str) -> str:
@@ -147,7 +141,7 @@ def load_vector(lm: LoadedModel, trait: str, profiles: Path | None = None):
     """The trait's activation vector for this model (MethodUnavailable where it was not built)."""
     from .vector import TraitVector, vector_paths
 
-    folder = Path(profiles) if profiles else profiles_dir(lm)
+    folder = ModelArtefacts.of(lm.name, profiles).folder
     tensors, card = vector_paths(folder, trait)
     if not (tensors.is_file() and card.is_file()):
         raise MethodUnavailable(f"no activation vector for {trait} in {folder}: build it with "

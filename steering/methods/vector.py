@@ -27,6 +27,7 @@ import torch
 
 from ..engine.hooks import hook_scope, read_call
 from ..fileio import write_text_atomic
+from ..artefacts import ModelArtefacts
 from ..npti.induce import check_strength
 from ..engine.models import LoadedModel
 from ..npti.profile import ProfileError
@@ -39,8 +40,7 @@ VECTOR_VERSION = 1
 
 def vector_paths(folder: Path, trait: str) -> tuple[Path, Path]:
     """(tensors, card) of a trait's vector in a model's artefact folder."""
-    trait = check_trait(trait)
-    return Path(folder) / f"{trait}.vector.safetensors", Path(folder) / f"{trait}.vector.json"
+    return ModelArtefacts(Path(folder)).vector(check_trait(trait))
 
 
 @dataclass
