@@ -7,7 +7,7 @@ the pipeline:
     methods/     the six ways to answer as a pole (prompts, persona bank, corpus, LoRA fine-tuning, activation
                  vectors) and `dispatch`, which answers a mixed batch of them in one generate call
     evaluation/  judges (offline and LLM), fluency, the evaluation table, the selection sweep, rating statistics
-    artefacts    where a model's shipped files live (`ModelArtefacts`); build.py writes them; cli.py drives it all
+    artefacts    where a model's shipped files live (`ModelArtefacts`); build.py writes them; cli/ drives it all
 
 The public names below are imported lazily, on first use: `import steering.evaluation.ratings` (statistics only)
 never loads torch. Imports neither gradio nor sqlalchemy; the studio and the database sit on top of it."""

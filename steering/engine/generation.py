@@ -30,6 +30,11 @@ class Decoding:
         if not 1 <= self.max_new_tokens <= 2048:
             raise ValueError(f"max_new_tokens must be between 1 and 2048, got {self.max_new_tokens}")
 
+    @classmethod
+    def studio(cls) -> "Decoding":
+        """The studio's decoding (sampling, 96 tokens): the one the sweep chooses the shipped defaults under."""
+        return cls(max_new_tokens=96, do_sample=True)
+
     def kwargs(self) -> dict:
         kw = asdict(self)
         if not self.do_sample:

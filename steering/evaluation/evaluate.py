@@ -397,10 +397,3 @@ def run_settings(plan: Plan, model: str, judge: Judge, questions: dict[str, list
     return {"plan": asdict(plan), "model": model, "judge": judge.name, "scales": judge.scales.describe(),
             "questions": {t: len(q) for t, q in questions.items()}, "resolved": resolved,
             "keys": [a["key"] for a in answers]}
-
-
-from .judges import OfflineJudge  # noqa: E402,F401 - TEMPORARY, until the CLI uses judges.make_judge
-
-
-def judge_scales(judge: Judge) -> dict:  # TEMPORARY, until the CLI uses judge.scales
-    return judge.scales.describe()
