@@ -1,9 +1,9 @@
 """What the pages do, in one object the UI and the HTTP API share: a compare round, a blind round, a rating, the
-results. It joins the engine (steering) and the store (db); the arithmetic lives there, not here."""
+results. It joins the engine (steering) and the store (db); the arithmetic lives there, not here. What a round hands
+back is in answers.py, the results and exports in tally.py."""
 
 from __future__ import annotations
 
-import queue
 import random
 import secrets
 import shutil
@@ -17,28 +17,23 @@ from pathlib import Path
 
 from db import OutputIn, RatingRefused, Reveal, RoundIn, SlotView, Store, StoreBusy
 from steering.methods.bank import questions as bank_questions
-from steering.methods.bank import TraitBank
-from steering.engine.generation import Decoding, check_question, trim_to_sentence
+from steering.engine.generation import Decoding, check_question
 from steering.npti.induce import check_strength
 from steering.methods.dispatch import METHODS, Request, answer_rows, default_strength, explain, unavailable
 from steering.engine.models import LoadedModel
 from steering.traits import POLES, check_pole, check_trait
 
+from . import tally
+from .answers import (LABELS, NOTES, SLOT_NAMES, BlindRound, Column, CompareResult, output_in, shown_answer,
+                      target_text)
 from .limits import Gate, Limits, TooMany
+from .streaming import stream
+from .tally import Results
+
+__all__ = ["LABELS", "NOTES", "SLOT_NAMES", "MODES", "OUTCOMES", "UNRATED_WINDOW_S", "BlindRound", "Column",
+           "CompareResult", "Results", "Studio", "UnknownRater", "shown_answer", "target_text"]
 
 UNRATED_WINDOW_S = 600  # an unrated round counts against its rater's cap for this long
-
-LABELS = {"base": "Base model", "simple": "Simple prompt", "p2": "P² persona prompt", "sft": "LoRA fine-tune",
-          "npti": "NPTI (neurons)", "vector": "Activation vector"}
-SLOT_NAMES = "ABCDEF"
-NOTES = {  # one line per method, wherever results name methods
-    "base": "the model as shipped, asked the question alone",
-    "simple": "a system prompt naming the pole's adjectives (\"You are an outgoing, sociable person\")",
-    "p2": "a system prompt with a rich description of a person at the pole (P², persona prompting)",
-    "sft": "a LoRA adapter fine-tuned on our corpus's answers of the pole (supervised fine-tuning)",
-    "npti": "NPTI: the MLP neurons whose firing differs between the poles, shifted while the model writes",
-    "vector": "a direction added to the residual stream: the mean difference of the poles' activations",
-}
 MODES = ("full", "quick")
 OUTCOMES = ("a", "b", "tie", "bad")
 
@@ -47,72 +42,16 @@ class UnknownRater(RatingRefused):
     """A rater id this studio's store never made (forged, mistyped, or from another database)."""
 
 
-def target_text(trait: str, pole: str) -> str:
-    """The blind round's question to the rater, e.g. "Which answers sound most like a reserved, introverted
-    person?" (from the persona bank's adjective phrase, so it never names a method)."""
-    return f"Which answers sound most like {TraitBank.load(trait).adjectives[check_pole(pole)]}?"
-
-
-@dataclass(frozen=True)
-class Column:
-    method: str
-    label: str
-    text: str | None  # None: unavailable
-    params: dict
-    reason: str | None = None  # why the method is unavailable
-    readout: tuple[tuple[str, float], ...] | None = None  # (token, trait read-out) where the trait has a vector
-    prompt: str | None = None  # what the method was given (system prompt, adapter, neurons, vector), in words
-    raw_text: str | None = None  # the answer before trimming to whole sentences
-
-
-def shown_answer(answer) -> tuple[str, tuple | None]:
-    """What the pages show of an answer: trimmed to its last whole sentence (generation.trim_to_sentence), and
-    its read-out cut to the tokens that are still shown."""
-    text = trim_to_sentence(answer.text, answer.finished)
-    readout = answer.readout
-    if readout and text != answer.text:
-        def visible(t: str) -> int:  # decoders differ in the spaces they put between pieces
-            return len("".join(t.split()))
-
-        keep, target, seen = [], visible(text.rstrip("…")), 0
-        for piece, value in readout:
-            if seen >= target:
-                break
-            keep.append((piece, value))
-            seen += visible(piece)
-        readout = tuple(keep)
-    return text, readout
-
-
-def _output(slot: int, column: "Column", seed: int, seconds: float) -> OutputIn:
-    return OutputIn(slot, column.method, column.params, seed, column.text, column.params["n_tokens"], seconds,
-                    raw_text=column.raw_text)
-
-
-@dataclass(frozen=True)
-class CompareResult:
-    round_id: str | None
-    question: str
-    columns: list[Column]
-    seconds: float
-
-
-@dataclass(frozen=True)
-class Results:
-    summary: str  # Markdown: rounds, votes, raters
-    board: object  # pandas DataFrame (ratings.leaderboard_view)
-    scores: object  # pandas DataFrame, readable
-    figure: object | None  # matplotlib Figure, None without ratings
-
-
-@dataclass(frozen=True)
-class BlindRound:
-    round_id: str
-    question: str
-    target: str
-    custom: bool
-    slots: list[SlotView]  # slot and text only: the page is never told which method wrote what
-    mode: str = "full"  # "full": score every answer and pick the best; "quick": two answers, one vote
+def _check_methods(methods) -> list[str]:
+    """The compare page's chosen methods: at least one, each known, each at most once."""
+    methods = list(methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"choose at least one method among {', '.join(METHODS)}" +
+                         (f" (unknown: {', '.join(map(str, unknown))})" if unknown else ""))
+    if len(set(methods)) != len(methods):
+        raise ValueError("each method at most once")
+    return methods
 
 
 @dataclass
@@ -193,6 +132,10 @@ class Studio:
         """A development question of the bank for the trait (never one used to find the neurons)."""
         return (rng or random.Random(secrets.randbits(32))).choice(bank_questions(check_trait(trait), "dev"))
 
+    def database_kind(self) -> str:
+        """The kind of database the ratings are stored in ("sqlite", "postgresql", ...), for the page's footer."""
+        return self.store.url.split(':')[0].split('+')[0]
+
     # -- generation -----------------------------------------------------------------------------------------
     def _generate(self, requests: list[Request], question: str, on_step: Callable[[int], None] | None,
                   decoding: Decoding | None = None, readout: bool = False,
@@ -204,14 +147,20 @@ class Studio:
                             readout, on_text if live else None)
             return out, time.perf_counter() - started
 
-    def _columns(self, ready: list[str], requests: list[Request], question: str, out: list,
-                 labels: list[str] | None = None) -> list[Column]:
+    def _columns(self, keys: list[str], requests: list[Request], question: str,
+                 on_step: Callable[[int], None] | None, on_text: Callable[[dict[str, str]], None] | None,
+                 labels: list[str] | None = None) -> tuple[list[Column], float]:
+        """Every request answers the question in one batch, with the read-out, as the pages' columns (trimmed to
+        whole sentences, with what the method was given); `on_text` streams {key: answer so far}."""
+        stream_to = None if on_text is None else (lambda texts: on_text(dict(zip(keys, texts))))
+        out, seconds = self._generate(requests, question, on_step, readout=True, on_text=stream_to)
         columns = []
-        for i, (m, request, (ans, params)) in enumerate(zip(ready, requests, out)):
+        for i, (request, (ans, params)) in enumerate(zip(requests, out)):
             text, readout = shown_answer(ans)
-            columns.append(Column(m, labels[i] if labels else LABELS[m], text, {**params, "n_tokens": ans.n_tokens},
-                                  None, readout, explain(self.lm, request, question, self.profiles), ans.text))
-        return columns
+            columns.append(Column(request.method, labels[i] if labels else LABELS[request.method], text,
+                                  {**params, "n_tokens": ans.n_tokens}, None, readout,
+                                  explain(self.lm, request, question, self.profiles), ans.text))
+        return columns, seconds
 
     def compare(self, question: str, trait: str, pole: str, methods: list[str], strength: float | None = None,
                 seed: int = 0, custom: bool | None = None,
@@ -231,13 +180,7 @@ class Studio:
         for s in (strength, vector_strength):
             if s is not None:
                 check_strength(s)
-        methods = list(methods)
-        unknown = [m for m in methods if m not in METHODS]
-        if unknown or not methods:
-            raise ValueError(f"choose at least one method among {', '.join(METHODS)}" +
-                             (f" (unknown: {', '.join(map(str, unknown))})" if unknown else ""))
-        if len(set(methods)) != len(methods):
-            raise ValueError("each method at most once")
+        methods = _check_methods(methods)
         self._count_compare(client)
         status = self.availability(trait, pole)
         ready = [m for m in methods if status[m] is None]
@@ -246,14 +189,12 @@ class Studio:
         if ready:
             given = {"npti": strength, "vector": vector_strength}
             requests = [Request(m, trait, pole, given.get(m), seed) for m in ready]
-            stream = None if on_text is None else (lambda texts: on_text(dict(zip(ready, texts))))
-            out, seconds = self._generate(requests, question, on_step, readout=True, on_text=stream)
-            for column in self._columns(ready, requests, question, out):
-                columns[column.method] = column
+            answered, seconds = self._columns(ready, requests, question, on_step, on_text)
+            columns.update((c.method, c) for c in answered)
             try:
                 round_id = self.store.record_round(RoundIn(
                     kind="compare", question=question, custom=custom, trait=trait, pole=pole, model=self.lm.name,
-                    seconds=seconds, outputs=[_output(i, columns[m], seed, seconds) for i, m in enumerate(ready)]))
+                    seconds=seconds, outputs=[output_in(i, columns[m], seed, seconds) for i, m in enumerate(ready)]))
             except StoreBusy:  # the answers are still shown; only the history entry is lost
                 round_id = None
         return CompareResult(round_id, question, [columns[m] for m in methods], seconds)
@@ -262,33 +203,11 @@ class Studio:
         self._gate.hit("compare", client, f"more than {self.limits.compares_per_minute} compare runs a minute from "
                                           "your address; wait a little")
 
-    def stream(self, work: Callable[..., object], *args, **kwargs) -> Iterator[object]:
+    @staticmethod
+    def stream(work: Callable[..., object], *args, **kwargs) -> Iterator[object]:
         """Run `work(*args, on_text=..., **kwargs)` (compare or compare_poles) on a worker thread and yield what it
-        streams ({key: answer so far}, at most one snapshot per 0.1 s) and, last, its result; its error, if any,
-        is raised here."""
-        updates: queue.Queue = queue.Queue()
-        done, box = object(), {}
-
-        def run() -> None:
-            try:
-                box["result"] = work(*args, on_text=updates.put, **kwargs)
-            except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
-                box["error"] = exc
-            finally:
-                updates.put(done)
-
-        threading.Thread(target=run, daemon=True, name="persona-studio-generate").start()
-        while True:
-            item = updates.get()
-            time.sleep(0.1)  # let snapshots pile up: only the newest one is shown
-            while item is not done and not updates.empty():
-                item = updates.get_nowait()
-            if item is done:
-                break
-            yield item
-        if "error" in box:
-            raise box["error"]
-        yield box["result"]
+        streams and, last, its result (streaming.stream)."""
+        return stream(work, *args, **kwargs)
 
     def compare_poles(self, question: str, trait: str, method: str, strength: float | None = None, seed: int = 0,
                       on_step: Callable[[int], None] | None = None,
@@ -310,11 +229,8 @@ class Studio:
         if ready:
             requests = [Request(method, trait, p, strength if method in ("npti", "vector") else None, seed)
                         for p in ready]
-            stream = None if on_text is None else (lambda texts: on_text(dict(zip(ready, texts))))
-            out, seconds = self._generate(requests, question, on_step, readout=True, on_text=stream)
-            for p, column in zip(ready, self._columns([method] * len(ready), requests, question, out,
-                                                      [labels[p] for p in ready])):
-                columns[p] = column
+            answered, seconds = self._columns(ready, requests, question, on_step, on_text, [labels[p] for p in ready])
+            columns.update(zip(ready, answered))
         return CompareResult(None, question, [columns[p] for p in POLES], seconds)
 
     def blind_round(self, rater: str, trait: str, pole: str, question: str | None = None,
@@ -391,109 +307,36 @@ class Studio:
 
     def judge_rated(self, kind: str = "offline") -> int:
         """Judge every human-rated output this judge has not scored yet and store the scores; return how many."""
-        from steering.evaluation.judge import JudgeItem
-
         from steering.evaluation.judges import check_kind, make_judge
 
         kind = check_kind(kind)
         judge = make_judge(kind, self.lm)
-        ratings = self.store.ratings_frame().drop_duplicates("output_id")
-        done = self.store.judgments_frame()
-        done = set(done.loc[done["judge"] == judge.name, "output_id"])
-        todo = ratings[~ratings["output_id"].isin(done)]
-        if todo.empty:
+        output_ids, items = tally.unjudged(self.store, judge.name)
+        if not items:
             return 0
-        items = [JudgeItem(q, t, tr, p) for q, t, tr, p in
-                 zip(todo["question"], todo["text"], todo["trait"], todo["pole"])]
         if kind == "offline":
             with self._lock:  # the offline judge runs the model (perplexity): a GPU call on ZeroGPU
                 found = self._run_judge(judge, items)
         else:  # network calls: generation goes on meanwhile
             found = judge.judge(items)
-        return self.store.record_judgments(judge.name, {int(o): (j.trait_score, j.fluency_score)
-                                                        for o, j in zip(todo["output_id"], found)})
+        return self.store.record_judgments(judge.name, {o: (j.trait_score, j.fluency_score)
+                                                        for o, j in zip(output_ids, found)})
 
-    # -- results --------------------------------------------------------------------------------------------
+    def judge_agreement(self) -> tuple[object, object]:
+        """Human and judge means per method, and each judge's agreement with the raters (tally.judge_agreement)."""
+        return tally.judge_agreement(self.store)
+
+    # -- results (tally.py) ---------------------------------------------------------------------------------
     def results(self, min_votes: int = 10, include_custom: bool = True) -> Results:
         """What the Results tab shows: a summary line, the leaderboard (Bradley–Terry on best picks and quick
         votes), the mean ratings per method, trait and pole, and their plot. Compare runs are never counted."""
-        from steering.evaluation.ratings import bradley_terry, leaderboard_view, plot_scores, score_table
-
-        ratings, picks, votes = self.store.ratings_frame(), self.store.picks_frame(), self.store.votes_frame()
-        if not include_custom:
-            ratings, picks, votes = ratings[~ratings["custom"]], picks[~picks["custom"]], votes[~votes["custom"]]
-        min_votes = max(int(min_votes or 1), 1)
-        board = leaderboard_view(bradley_terry(picks, votes, min_votes=min_votes), LABELS, min_votes)
-        full, quick = picks["round_id"].nunique(), len(votes)
-        raters = len(set(picks["rater_id"]) | set(votes["rater_id"]))
-        summary = (f"**{_n(full + quick, 'blind round')} rated** ({_n(full, 'full round')} with "
-                   f"{_n(len(ratings), 'answer rating')}, {_n(quick, 'quick vote')}) by {_n(raters, 'rater')}. "
-                   f"Compare runs are not counted. A method is ranked once it was shown in "
-                   f"{_n(min_votes, 'rated round')}.")
-        table = score_table(ratings)
-        figure = plot_scores(table, None, labels=LABELS) if len(ratings) else None
-        return Results(summary, board, _readable_scores(table), figure)
+        return tally.results(self.store, min_votes, include_custom)
 
     def export_csv(self, what: str = "ratings") -> bytes:
-        """All ratings ("ratings": one row per answer rated in a full round, with its shown and raw text) or all
-        quick votes ("votes") as CSV, built in memory (concurrent downloads share nothing). Rater ids are
-        replaced by a hash (a rater id is what authorises rating, so it is never published), and a text cell that
-        a spreadsheet would run as a formula (= + - @ first) is prefixed with an apostrophe."""
-        import hashlib
-
-        import pandas as pd
-
-        frames = {"ratings": self.store.ratings_frame, "votes": self.store.votes_frame}
-        if what not in frames:
-            raise ValueError(f"export 'ratings' or 'votes', not {what!r}")
-        frame = frames[what]()
-        frame["rater_id"] = [hashlib.sha256(r.encode()).hexdigest()[:12] for r in frame["rater_id"]]
-        for column in frame.columns:
-            if frame[column].dtype == object or pd.api.types.is_string_dtype(frame[column]):
-                frame[column] = [_inert(v) for v in frame[column]]
-        return frame.to_csv(index=False).encode("utf-8")
+        """All ratings ("ratings") or all quick votes ("votes") as CSV, rater ids hashed and formula cells defused
+        (tally.export_csv)."""
+        return tally.export_csv(self.store, what)
 
     def ratings_csv(self, what: str = "ratings") -> Path:
         """`export_csv` written to a file of its own (a download button needs a path)."""
-        for old in self._exports.glob("*.csv"):  # the page has fetched (copied) anything older than a minute
-            try:
-                if time.time() - old.stat().st_mtime > 60:
-                    old.unlink()
-            except FileNotFoundError:  # another download removed it first
-                pass
-        handle, name = tempfile.mkstemp(prefix=f"persona-studio-{what}-", suffix=".csv", dir=self._exports)
-        with open(handle, "wb") as out:
-            out.write(self.export_csv(what))
-        return Path(name)
-
-
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-def _inert(value: object) -> object:
-    """A CSV cell a spreadsheet shows as text: strings starting with = + - @ (or a tab or carriage return, which
-    some spreadsheets skip before reading a formula) get a leading apostrophe."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
-def _readable_scores(table):
-    """The mean-ratings table as a person reads it: display names, "mean [95% interval]" per score."""
-    import pandas as pd
-
-    if table.empty:
-        return pd.DataFrame(columns=["method", "trait", "pole", "ratings", "portrays the target (1–5)",
-                                     "fluency (1–5)"])
-
-    def cell(mean, lo, hi):
-        return f"{mean:.2f}" if pd.isna(lo) else f"{mean:.2f} [{lo:.2f}–{hi:.2f}]"
-
-    return pd.DataFrame({
-        "method": [LABELS.get(m, m) for m in table["method"]], "trait": table["trait"], "pole": table["pole"],
-        "ratings": table["n"],
-        "portrays the target (1–5)": [cell(*r) for r in zip(table["trait_mean"], table["trait_lo"],
-                                                               table["trait_hi"])],
-        "fluency (1–5)": [cell(*r) for r in zip(table["fluency_mean"], table["fluency_lo"], table["fluency_hi"])],
-    })
+        return tally.csv_file(self._exports, what, self.export_csv(what))

@@ -11,6 +11,8 @@ was written: ask again)."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 import gradio as gr
@@ -156,78 +158,90 @@ def _column(c) -> dict:
             "unavailable": c.reason, "prompt": c.prompt, "readout": [list(t) for t in c.readout or ()]}
 
 
-def api(studio: Studio) -> FastAPI:
-    app = FastAPI(title="Persona Studio API", exception_handlers=HANDLERS)
+def _client(studio: Studio, request: Request) -> str:
+    """The address the limits count for an API request."""
+    return client_address(request.client.host if request.client else None, request.headers,
+                          studio.limits.trust_proxy)
 
-    def client(request: Request) -> str:
-        return client_address(request.client.host if request.client else None, request.headers,
-                              studio.limits.trust_proxy)
 
-    def admin(request: Request) -> bool:
-        auth = request.headers.get("authorization", "")
-        token = auth[7:] if auth.lower().startswith("bearer ") else request.query_params.get("token")
-        return studio.is_admin(token)
+def _admin(studio: Studio, request: Request) -> bool:
+    """Whether the request opens the exports: the admin token as Authorization: Bearer or ?token= (any request
+    where the studio has no admin token)."""
+    auth = request.headers.get("authorization", "")
+    token = auth[7:] if auth.lower().startswith("bearer ") else request.query_params.get("token")
+    return studio.is_admin(token)
 
-    @app.post("/api/raters")
-    def new_rater(request: Request):
+
+def _refusing(route: Callable) -> Callable:
+    """A route whose refusals (REFUSALS) come back as the API's JSON errors (FastAPI reads the route's own
+    signature through functools.wraps)."""
+    @functools.wraps(route)
+    def answer(*args, **kwargs):
         try:
-            return {"rater": studio.new_rater(client(request))}
+            return route(*args, **kwargs)
         except REFUSALS as exc:
             return _refused(exc)
+
+    return answer
+
+
+def _rater_routes(app: FastAPI, studio: Studio) -> None:
+    """New rater ids and a rater's count of rated rounds."""
+    @app.post("/api/raters")
+    @_refusing
+    def new_rater(request: Request):
+        return {"rater": studio.new_rater(_client(studio, request))}
 
     @app.get("/api/raters/{rater}")
+    @_refusing
     def rater(rater: str):
-        try:
-            return {"rated_rounds": studio.rated_rounds(studio.check_rater(rater))}
-        except REFUSALS as exc:
-            return _refused(exc)
+        return {"rated_rounds": studio.rated_rounds(studio.check_rater(rater))}
 
+
+def _blind_routes(app: FastAPI, studio: Studio) -> None:
+    """Blind rounds: a new round (full or quick), a quick round's vote, a full round's rating."""
     @app.post("/api/blind/rounds")
+    @_refusing
     def blind_round(ask: RoundAsk):
-        try:
-            r = studio.blind_round(ask.rater, ask.trait, ask.pole, ask.question, mode=ask.mode)
-        except REFUSALS as exc:
-            return _refused(exc)
+        r = studio.blind_round(ask.rater, ask.trait, ask.pole, ask.question, mode=ask.mode)
         return {"round": r.round_id, "question": r.question, "target": r.target, "custom": r.custom, "mode": r.mode,
                 "answers": [{"slot": s.slot, "label": SLOT_NAMES[s.slot], "text": s.text} for s in r.slots]}
 
     @app.post("/api/blind/rounds/{round_id}/vote")
+    @_refusing
     def vote(round_id: str, ask: VoteIn = Body(...)):
-        try:
-            return _reveal(studio.vote(round_id, studio.check_rater(ask.rater), ask.outcome))
-        except REFUSALS as exc:
-            return _refused(exc)
+        return _reveal(studio.vote(round_id, studio.check_rater(ask.rater), ask.outcome))
 
     @app.post("/api/blind/rounds/{round_id}/rating")
+    @_refusing
     def rate(round_id: str, rating: RatingIn = Body(...)):
-        try:
-            return _reveal(studio.rate(round_id, studio.check_rater(rating.rater),
-                                       {k: (v.trait, v.fluency) for k, v in rating.scores.items()}, rating.best))
-        except REFUSALS as exc:
-            return _refused(exc)
+        return _reveal(studio.rate(round_id, studio.check_rater(rating.rater),
+                                   {k: (v.trait, v.fluency) for k, v in rating.scores.items()}, rating.best))
 
+
+def _compare_routes(app: FastAPI, studio: Studio) -> None:
+    """Compare runs: every chosen method on one pole, or one method on both poles."""
     @app.post("/api/compare")
+    @_refusing
     def compare(ask: CompareAsk, request: Request):
-        try:
-            result = studio.compare(ask.question, ask.trait, ask.pole, ask.methods, ask.strength, ask.seed,
-                                    vector_strength=ask.vector_strength, client=client(request))
-        except REFUSALS as exc:
-            return _refused(exc)
+        result = studio.compare(ask.question, ask.trait, ask.pole, ask.methods, ask.strength, ask.seed,
+                                vector_strength=ask.vector_strength, client=_client(studio, request))
         return {"round": result.round_id, "question": result.question, "seconds": result.seconds,
                 "columns": [_column(c) for c in result.columns]}
 
     @app.post("/api/compare/poles")
+    @_refusing
     def compare_poles(ask: PolesAsk, request: Request):
-        try:
-            result = studio.compare_poles(ask.question, ask.trait, ask.method, ask.strength, ask.seed,
-                                          client=client(request))
-        except REFUSALS as exc:
-            return _refused(exc)
+        result = studio.compare_poles(ask.question, ask.trait, ask.method, ask.strength, ask.seed,
+                                      client=_client(studio, request))
         return {"question": result.question, "seconds": result.seconds,
                 "columns": [{"pole": pole, **_column(c)} for pole, c in zip(("high", "low"), result.columns)]}
 
+
+def _export_routes(app: FastAPI, studio: Studio) -> None:
+    """The CSV exports, behind the admin token."""
     def export(request: Request, what: str) -> Response:
-        if not admin(request):
+        if not _admin(studio, request):
             return _error("the exports need the admin token (Authorization: Bearer <token>)", 401)
         try:
             return _csv(studio.export_csv(what), f"persona-studio-{what}.csv")
@@ -242,6 +256,15 @@ def api(studio: Studio) -> FastAPI:
     def votes_csv(request: Request):
         return export(request, "votes")
 
+
+ROUTES = (_rater_routes, _blind_routes, _compare_routes, _export_routes)
+
+
+def api(studio: Studio) -> FastAPI:
+    """The JSON API over `studio` (the routes in the module docstring), with its error handlers."""
+    app = FastAPI(title="Persona Studio API", exception_handlers=HANDLERS)
+    for add_routes in ROUTES:  # on the app itself, not an included router: `launch` takes the /api/ routes from
+        add_routes(app, studio)  # app.routes by path, and FastAPI keeps an included router's routes out of it
     return app
 
 
