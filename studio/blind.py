@@ -19,7 +19,8 @@ MAX_SLOTS = len(METHODS)
 QUICK_HELP = ("**Quick vote**: two answers side by side; one click says which portrays the target better, and "
               "the next pair appears. **Full form**: every method's answer, each scored for the target and for "
               "fluency, and the best one picked.")
-SCROLL_TO_REVEAL = "() => { const r = document.getElementById('blind-reveal'); if (r) r.scrollIntoView({block: 'center'}); }"
+SCROLL_TO_REVEAL = ("() => { const r = document.getElementById('blind-reveal'); "
+                    "if (r) r.scrollIntoView({block: 'center'}); }")
 VOTES = (("a", "A is better"), ("tie", "Tie"), ("bad", "Both bad"), ("b", "B is better"))
 
 

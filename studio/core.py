@@ -118,7 +118,8 @@ class Studio:
     def availability(self, trait: str, pole: str) -> dict[str, str | None]:
         """Method -> None if it can answer for this pole, else the reason it cannot."""
         trait, pole = check_trait(trait), check_pole(pole)
-        return {m: unavailable(self.lm, m, trait, pole, self.profiles) for m in METHODS}
+        with self._lock:  # finding an adapter may load it into the model: never beside a running generation
+            return {m: unavailable(self.lm, m, trait, pole, self.profiles) for m in METHODS}
 
     def default_strength(self, trait: str, pole: str, method: str = "npti") -> float | None:
         """The shipped strength of NPTI (or the vector) for a pole; None where the method has no artefacts here."""
@@ -245,47 +246,47 @@ class Studio:
         trait, pole = check_trait(trait), check_pole(pole)
         custom = bool(question and question.strip())
         question = check_question(question) if custom else self.draw_question(trait)
-        self._admit_round(rater)
-        ready = [m for m, why in self.availability(trait, pole).items() if why is None]
-        if len(ready) < 2:
-            raise ValueError(f"a blind round needs at least two methods; for {trait} {pole} only "
-                             f"{len(ready)} can answer on this model")
-        rng = random.Random(secrets.randbits(64))
-        rng.shuffle(ready)
-        if mode == "quick":
-            ready = ready[:2]
-        seeds = rng.sample(range(2**31), len(ready))
-        # always sampled: with greedy decoding a rater could replay the question on the compare page and match the
-        # texts to methods
-        decoding = replace(self.decoding, do_sample=True)
-        requests = [Request(m, trait, pole, None, sd) for m, sd in zip(ready, seeds)]
-        out, seconds = self._generate(requests, question, on_step, decoding)
-        outputs = []
-        for slot, (m, sd, (ans, params)) in enumerate(zip(ready, seeds, out)):
-            text, _ = shown_answer(ans)
-            outputs.append(OutputIn(slot, m, params, sd, text, ans.n_tokens, seconds, raw_text=ans.text))
-        round_id = self.store.record_round(RoundIn(
-            kind="blind", question=question, custom=custom, trait=trait, pole=pole, model=self.lm.name,
-            seconds=seconds, rater_id=rater, outputs=outputs, mode=mode))
-        return BlindRound(round_id, question, target_text(trait, pole), custom,
-                          self.store.round_for_rater(round_id, rater), mode)
+        with self._admit_round(rater):
+            ready = [m for m, why in self.availability(trait, pole).items() if why is None]
+            if len(ready) < 2:
+                raise ValueError(f"a blind round needs at least two methods; for {trait} {pole} only "
+                                 f"{len(ready)} can answer on this model")
+            rng = random.Random(secrets.randbits(64))
+            rng.shuffle(ready)
+            if mode == "quick":
+                ready = ready[:2]
+            seeds = rng.sample(range(2**31), len(ready))
+            # always sampled: with greedy decoding a rater could replay the question on the compare page and match
+            # the texts to methods
+            decoding = replace(self.decoding, do_sample=True)
+            requests = [Request(m, trait, pole, None, sd) for m, sd in zip(ready, seeds)]
+            out, seconds = self._generate(requests, question, on_step, decoding)
+            outputs = []
+            for slot, (m, sd, (ans, params)) in enumerate(zip(ready, seeds, out)):
+                text, _ = shown_answer(ans)
+                outputs.append(OutputIn(slot, m, params, sd, text, ans.n_tokens, seconds, raw_text=ans.text))
+            round_id = self.store.record_round(RoundIn(
+                kind="blind", question=question, custom=custom, trait=trait, pole=pole, model=self.lm.name,
+                seconds=seconds, rater_id=rater, outputs=outputs, mode=mode))
+            return BlindRound(round_id, question, target_text(trait, pole), custom,
+                              self.store.round_for_rater(round_id, rater), mode)
 
     def slots(self, round_id: str, rater: str) -> list[SlotView]:
         """A blind round's answers as its rater may see them before the vote (RatingRefused for anyone else)."""
         return self.store.round_for_rater(round_id, rater)
 
-    def _admit_round(self, rater: str) -> None:
-        """TooMany when the rater holds too many recent unrated rounds or starts rounds too fast (checked before
-        anything is generated)."""
+    def _admit_round(self, rater: str):
+        """A context in which the rater's round is written, or TooMany when the rater holds too many recent unrated
+        rounds (counting those being written) or starts rounds too fast: checked before anything is generated."""
         from datetime import datetime, timedelta, timezone
 
-        since = datetime.now(timezone.utc) - timedelta(seconds=UNRATED_WINDOW_S)
-        waiting = self.store.unrated_rounds(rater, since=since)
-        if waiting >= self.limits.unrated_rounds:
-            raise TooMany(f"you have {waiting} rounds waiting for your rating; rate one first (an unrated round "
-                          f"stops counting after {UNRATED_WINDOW_S // 60} minutes)", 60)
         self._gate.hit("round", rater, f"more than {self.limits.rounds_per_minute} rounds a minute; take a breath "
                                        "and try again shortly")
+        since = datetime.now(timezone.utc) - timedelta(seconds=UNRATED_WINDOW_S)
+        return self._gate.issuing(
+            rater, lambda: self.store.unrated_rounds(rater, since=since), self.limits.unrated_rounds,
+            lambda n: f"you have {n} rounds waiting for your rating; rate one first (an unrated round stops "
+                      f"counting after {UNRATED_WINDOW_S // 60} minutes)")
 
     def vote(self, round_id: str, rater: str, outcome: str) -> list[Reveal]:
         """Store a rater's quick vote ("a", "b", "tie" or "bad") for a quick round issued to them; return the

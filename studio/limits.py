@@ -12,7 +12,8 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 
@@ -88,6 +89,7 @@ class Gate:
                        "rater": RateLimitItemPerHour(limits.raters_per_hour),
                        "compare": RateLimitItemPerMinute(limits.compares_per_minute)}
         self._pending = 0
+        self._issuing: Counter[str] = Counter()  # rounds being written, per rater
         self._lock = threading.Lock()
 
     def hit(self, what: str, key: str, message: str) -> None:
@@ -96,6 +98,24 @@ class Gate:
         if not self._limiter.hit(item, what, key):
             reset = self._limiter.get_window_stats(item, what, key).reset_time
             raise TooMany(message, math.ceil(reset - time.time()))
+
+    @contextmanager
+    def issuing(self, key: str, stored: Callable[[], int], cap: int, message: Callable[[int], str]) -> Iterator[None]:
+        """Admit one more round for `key` while its `stored()` unrated rounds plus those still being written stay
+        under `cap`, or TooMany. Checked and counted under one lock, so concurrent asks cannot all slip under it
+        before the first of them is saved."""
+        with self._lock:
+            waiting = stored() + self._issuing[key]
+            if waiting >= cap:
+                raise TooMany(message(waiting), 60)
+            self._issuing[key] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._issuing[key] -= 1
+                if not self._issuing[key]:
+                    del self._issuing[key]
 
     @contextmanager
     def generation(self) -> Iterator[None]:

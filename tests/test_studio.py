@@ -227,3 +227,30 @@ def test_a_studio_leaves_no_export_folder_behind(tmp_path):
         del studio
         gc.collect()
         assert not folder.exists()
+
+
+def test_first_rounds_at_once_load_the_adapter_once_and_all_answer(studio):
+    """Eight raters' first rounds at the same moment on a fresh studio: finding the LoRA adapter loads it into the
+    model, which must never happen beside another generation or twice at once."""
+    from dataclasses import replace
+
+    from helpers import run_together
+
+    from studio.limits import Limits
+
+    studio = replace(studio, limits=Limits(pending_generations=8))  # a fresh Studio on the same model and store
+    raters = [studio.new_rater() for _ in range(8)]
+    results = run_together(8, lambda i: studio.blind_round(raters[i], "Extraversion", "low", mode="full"))
+    assert all(not isinstance(r, Exception) for r in results), results
+    assert all(len(r.slots) == len(METHODS) for r in results)
+
+
+def test_the_unrated_rounds_cap_holds_when_rounds_are_asked_at_once(studio):
+    from helpers import run_together
+
+    from studio.limits import TooMany
+
+    rater = studio.new_rater()
+    results = run_together(8, lambda i: studio.blind_round(rater, "Extraversion", "low", mode="quick"))
+    assert sum(not isinstance(r, Exception) for r in results) == studio.limits.unrated_rounds
+    assert all(isinstance(r, TooMany) for r in results if isinstance(r, Exception))
