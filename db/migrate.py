@@ -1,7 +1,11 @@
 """Bring a database to this code's schema when a `Store` opens it, with Alembic and the revisions in `migrations/`.
 
-What a database needs is decided inside a transaction that holds SQLite's write lock, so two processes opening the
-same fresh file cannot both create the tables: the second one waits, looks again and finds the first one's work.
+What a database needs is decided inside a transaction that holds the database's migration lock, so two processes
+opening the same fresh database cannot both create the tables: the second one waits, looks again and finds the first
+one's work. On SQLite that lock is the write lock (BEGIN IMMEDIATE); on PostgreSQL, where BEGIN takes no lock and two
+transactions would both see no tables and both run CREATE TABLE (the second failing on a duplicate key in the
+catalog), it is a transaction-level advisory lock (`pg_advisory_xact_lock`), taken first in the migrating transaction
+and released by its commit or rollback. Under READ COMMITTED the look after the lock sees what the first committed.
 
 * no tables at all: every revision runs;
 * our tables but no `alembic_version` (a file made by `create_all`, before migrations existed): revision 0001
@@ -10,8 +14,8 @@ same fresh file cannot both create the tables: the second one waits, looks again
 * a revision this code does not know (the file was opened by a newer Persona Studio): `SchemaTooNew`, and nothing
   is written, because this code cannot know what that revision changed.
 
-No revision drops a table or a row. A database already at `HEAD` is recognised by one read without the write lock,
-so opening a store stays cheap and does not queue behind a busy writer.
+No revision drops a table or a row. A database already at `HEAD` is recognised by one read without the migration
+lock, so opening a store stays cheap and does not queue behind a busy writer.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext, RevisionStep
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
 
 HEAD = "0002"  # the newest revision in migrations/versions (a test checks they agree)
@@ -32,11 +36,15 @@ HEAD = "0002"  # the newest revision in migrations/versions (a test checks they 
 # Execution option read by the store's SQLite "begin" listener: "IMMEDIATE" takes the write lock at BEGIN.
 BEGIN_OPTION = "persona_studio_begin"
 
+# The key of the PostgreSQL advisory lock that serialises migrations of one database (advisory locks belong to a
+# database, so two databases on one server do not wait for each other): the bytes "PSmigrat" as a signed bigint.
+PG_MIGRATION_LOCK = 0x50536D6967726174
+
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
 # Alembic's `op` and `context` are module-level proxies inside the alembic package, installed for one run at a time;
 # two threads migrating two databases at once would swap them under each other. Taken only while holding the
-# database's write lock and released before anything else is waited for, so it cannot deadlock with SQLite's lock.
+# database's migration lock and released before anything else is waited for, so it cannot deadlock with that lock.
 _ALEMBIC_RUN = threading.Lock()
 
 
@@ -66,7 +74,8 @@ def upgrade(engine: Engine) -> None:
     """Migrate the database behind `engine` to `HEAD` (see the module docstring); a no-op if it is there already.
 
     Raises `SchemaTooNew` for a database written by a newer Persona Studio. On an engine made by `Store`, the
-    migrating transaction begins IMMEDIATE (the write lock first); a plain engine ignores the option."""
+    migrating transaction begins IMMEDIATE on SQLite (the write lock first; a plain engine ignores the option); on
+    PostgreSQL it takes the advisory lock first (`_lock_for_migration`)."""
     url = engine.url.render_as_string(hide_password=True)
     with engine.connect() as connection:
         with connection.begin():
@@ -74,8 +83,16 @@ def upgrade(engine: Engine) -> None:
                 return
         connection.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
         with connection.begin():
+            _lock_for_migration(connection)
             if _behind(connection, url):  # another process may have migrated while this one waited for the lock
                 _migrate(connection)
+
+
+def _lock_for_migration(connection: Connection) -> None:
+    """On PostgreSQL, wait for the database's migration lock; it is held until the transaction ends. Elsewhere
+    nothing: SQLite's BEGIN IMMEDIATE already took the write lock."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_MIGRATION_LOCK})
 
 
 def _behind(connection: Connection, url: str) -> bool:

@@ -9,6 +9,12 @@ opens `BEGIN IMMEDIATE`, taking the write lock before it reads, so its checks ("
 one consistent database; a lock held past the busy timeout raises `StoreBusy`, and because the transaction rolled
 back, nothing was half-saved. Every read runs in one read transaction (`_reading`), a consistent snapshot under WAL.
 
+On PostgreSQL (several replicas can share one database) BEGIN takes no lock: write transactions run side by side
+under READ COMMITTED, so a check can pass in two of them at once, and the UNIQUE constraints decide. The second
+rating or vote of a round waits for the first at its insert and is refused as "already rated" (`_flush_reveal`); a
+judgment stored by two judge runs at once is kept once (`record_judgments` tries again). Reads run at REPEATABLE
+READ there, so a read of several statements (`counts`) sees one snapshot, as on SQLite.
+
 Opening a store migrates its database to this code's schema (`db.migrate`), so a file made by an older Persona
 Studio keeps its rows and gains the new tables and columns.
 
@@ -39,6 +45,10 @@ from .migrate import BEGIN_OPTION as _BEGIN_OPTION  # execution option read by t
 from .migrate import upgrade
 from .schema import JudgeScore, Output, Pick, Rater, Rating, Round, Vote, new_id, utcnow
 
+# Tries of `record_judgments` when another run stored some of the same judgments meanwhile: a lost race means the
+# other run committed, so the next try skips its outputs; a third try covers a third run racing on the same rows.
+_JUDGMENT_TRIES = 3
+
 # Names that lived in this module before it was split, re-exported so `from db.store import X` keeps working.
 __all__ = ["DB_ENV", "DB_FILENAME", "DEFAULT_BUSY_TIMEOUT_MS", "HOME_ENV", "JUDGMENTS_COLUMNS", "OUTPUTS_COLUMNS",
            "PICKS_COLUMNS", "RATINGS_COLUMNS", "SCORE_RANGE", "VOTES_COLUMNS", "Columns", "OutputIn", "RatingRefused",
@@ -53,6 +63,10 @@ class Store:
         self._busy_timeout_ms = int(busy_timeout_ms)
         self._engine = make_engine(parsed, self._busy_timeout_ms)
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        # PostgreSQL's default, READ COMMITTED, takes a new snapshot for every statement: a read of several statements
+        # (`counts`) would mix what was committed between them. REPEATABLE READ keeps one snapshot per transaction, and
+        # a transaction that only reads never fails to serialise there. SQLite's read transaction is one snapshot.
+        self._read_options = {"isolation_level": "REPEATABLE READ"} if parsed.get_backend_name() == "postgresql" else {}
         with translate_busy():
             upgrade(self._engine)
 
@@ -86,8 +100,11 @@ class Store:
 
     @contextmanager
     def _reading(self) -> Iterator[Session]:
-        """A session in one read transaction (a consistent snapshot under WAL), never committed."""
+        """A session in one read transaction (one consistent snapshot: WAL on SQLite, REPEATABLE READ on
+        PostgreSQL), never committed."""
         with translate_busy(), self._sessions() as session:
+            if self._read_options:
+                session.connection(execution_options=self._read_options)
             yield session
 
     # -- verbs ---------------------------------------------------------------------------------------------------
@@ -209,11 +226,28 @@ class Store:
 
     def record_judgments(self, judge: str, scores: Mapping[int, tuple[float | None, float | None]]) -> int:
         """Store a judge's (trait, fluency) scores per output id; outputs this judge already scored are skipped
-        (a judgment, like a rating, is never overwritten). Returns how many rows were written."""
+        (a judgment, like a rating, is never overwritten). Returns how many rows were written.
+
+        Two runs of one judge may store the same outputs at once (two replicas on one PostgreSQL database, where no
+        write lock serialises the check and the insert as SQLite's does): the second to insert meets the first's
+        committed rows at the UNIQUE constraint, rolls back and goes again, skipping them now, as if it had come
+        second. Any other IntegrityError (an output id that does not exist) fails every try and is raised."""
+        tries = 1
+        while True:
+            try:
+                return self._judgments_once(judge, scores)
+            except IntegrityError:
+                if tries >= _JUDGMENT_TRIES:
+                    raise
+                tries += 1
+
+    def _judgments_once(self, judge: str, scores: Mapping[int, tuple[float | None, float | None]]) -> int:
+        """One try of `record_judgments`: in one write transaction, skip what this judge scored and insert the rest."""
         with self._writing() as session:
             done = set(session.scalars(select(JudgeScore.output_id).where(JudgeScore.judge == judge)))
             new = [JudgeScore(output_id=int(o), judge=judge, created_at=utcnow(),
-                              trait_score=None if t is None else float(t), fluency_score=None if f is None else float(f))
+                              trait_score=None if t is None else float(t),
+                              fluency_score=None if f is None else float(f))
                    for o, (t, f) in scores.items() if int(o) not in done]
             session.add_all(new)
         return len(new)

@@ -1,15 +1,18 @@
 """Schema migrations: a database made before migrations keeps every row and gains the new schema, the migrated schema
 is exactly the models, a database from a newer Persona Studio is refused untouched, and two openers of one fresh
-file create the schema once."""
+database create the schema once. SQLite throughout, and PostgreSQL (conftest.postgres_cluster) for revision 0002's
+PostgreSQL branch and for two openers, which SQLite's write lock serialises and PostgreSQL does not."""
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -18,7 +21,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine
+from sqlalchemy import Engine, MetaData, Table, create_engine, inspect, text
+from sqlalchemy.exc import IntegrityError
 
 import db.migrate
 from db import SchemaTooNew, Store
@@ -371,12 +375,146 @@ def test_the_refusal_hides_the_password(tmp_path):
         engine.dispose()
 
 
-# -- two openers of one fresh file ---------------------------------------------------------------------------------
+# -- a database at 0001 on PostgreSQL ------------------------------------------------------------------------------
 
 
-def test_threads_opening_one_fresh_file_create_the_schema_once(tmp_path, migrations_run):
-    url = url_of(tmp_path / "fresh.sqlite")
-    stores = run_together(6, lambda i: Store(url))
+def pg_rows(table: str) -> list[dict[str, object]]:
+    """LEGACY_ROWS[table] as the old studio would have written them to PostgreSQL: booleans, UTC-aware datetimes and
+    JSON objects instead of SQLite's integers and strings."""
+    rows = []
+    for row in LEGACY_ROWS[table]:
+        values = dict(zip(LEGACY_COLUMNS[table].split(", "), row))
+        for name, value in values.items():
+            if name == "created_at":
+                values[name] = datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
+            elif name == "custom":
+                values[name] = bool(value)
+            elif name == "params":
+                values[name] = json.loads(value)
+        rows.append(values)
+    return rows
+
+
+def pg_dump(engine: Engine) -> dict[str, object]:
+    """Everything in a PostgreSQL database that a migration could change: per table its columns, constraints and
+    indexes, and every row in a stable order."""
+    found: dict[str, object] = {}
+    insp = inspect(engine)
+    with engine.connect() as connection:
+        for table in sorted(insp.get_table_names()):
+            found[table] = {
+                "columns": [(c["name"], str(c["type"]), c["nullable"], c["default"]) for c in insp.get_columns(table)],
+                "checks": sorted((c["name"], c["sqltext"]) for c in insp.get_check_constraints(table)),
+                "uniques": sorted((u["name"], tuple(u["column_names"])) for u in insp.get_unique_constraints(table)),
+                "indexes": sorted((i["name"], tuple(i["column_names"])) for i in insp.get_indexes(table)),
+                "foreign_keys": sorted((tuple(f["constrained_columns"]), f["referred_table"])
+                                       for f in insp.get_foreign_keys(table)),
+                "rows": [tuple(r) for r in connection.execute(text(f"SELECT * FROM {table} ORDER BY 1"))],
+            }
+    return found
+
+
+def test_a_0001_database_on_postgresql_keeps_every_row_and_gains_the_new_schema(postgres_url, migrations_run):
+    """Revision 0002's PostgreSQL branch (plain ADD COLUMN with a server default, ADD CONSTRAINT ... CHECK, a new
+    table), which no SQLite test runs: a database at 0001 holding the old rows reaches the head with every row as it
+    was, the new columns filled by their defaults, the schema exactly the models; and opening it again changes
+    nothing."""
+    engine = create_engine(postgres_url)
+    try:
+        with engine.begin() as connection:
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0001")
+            for table in LEGACY_ROWS:
+                connection.execute(Table(table, MetaData(), autoload_with=connection).insert(), pg_rows(table))
+            for table in ("outputs", "ratings", "picks", "judgments"):  # as a restore does after explicit ids
+                connection.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                                        f"(SELECT max(id) FROM {table}))"))
+        assert migrations_run == []
+
+        with Store(postgres_url) as store:
+            assert migrations_run == [1]
+            with engine.connect() as connection:
+                for table in LEGACY_ROWS:
+                    stored = connection.execute(text(f"SELECT {LEGACY_COLUMNS[table]} FROM {table} ORDER BY 1"))
+                    assert [dict(r._mapping) for r in stored] == sorted(pg_rows(table), key=lambda r: r["id"]), table
+                assert connection.execute(text("SELECT version_num FROM alembic_version")).all() == [("0002",)]
+                assert connection.execute(text("SELECT DISTINCT mode FROM rounds")).all() == [("full",)]
+                assert connection.execute(text("SELECT count(*) FROM outputs WHERE raw_text IS NULL")).scalar() == 5
+                assert connection.execute(text("SELECT count(*) FROM votes")).scalar() == 0
+            mode = next(c for c in inspect(engine).get_columns("rounds") if c["name"] == "mode")
+            assert not mode["nullable"] and "'full'" in str(mode["default"])
+            checks = {c["name"] for c in inspect(engine).get_check_constraints("rounds")}
+            assert checks == {"ck_rounds_kind", "ck_rounds_pole", "ck_rounds_blind_has_rater", "ck_rounds_mode",
+                              "ck_rounds_quick_is_blind"}
+            with engine.connect() as connection:
+                context = MigrationContext.configure(connection, opts={"compare_type": True})
+                assert compare_metadata(context, Base.metadata) == []
+
+            # The old rows read back through the store, and the database takes the new kinds of rows.
+            assert store.counts() == {"raters": 2, "rounds": 3, "outputs": 5, "ratings": 2, "picks": 1, "votes": 0,
+                                      "blind_rounds": 2, "compare_rounds": 1, "rated_rounds": 1}
+            ratings = store.ratings_frame()
+            assert ratings["trait_score"].tolist() == [2, 5] and ratings["best"].tolist() == [False, True]
+            assert str(ratings["created_at"].iloc[0]) == "2025-03-01 09:20:00+00:00"
+            assert store.outputs_frame().set_index("output_id").loc[3, "text"] == "Troisième réponse."
+            store.record_rating(BLIND, OTHER, all_scores(2), best=1)  # a new pick and ratings: the sequences go on
+            store.record_vote(store.record_round(quick_round(RATER)), RATER, "a")
+            assert store.record_judgments("offline-proxy", {2: (1.0, 2.0)}) == 1
+            assert store.rated_rounds(RATER) == 2 and store.unrated_rounds(OTHER) == 0
+            with pytest.raises(IntegrityError, match="ck_rounds_mode"), engine.begin() as connection:
+                connection.execute(text(f"UPDATE rounds SET mode = 'arena' WHERE id = '{RATED}'"))
+            with pytest.raises(IntegrityError, match="ck_rounds_quick_is_blind"), engine.begin() as connection:
+                connection.execute(text(f"UPDATE rounds SET mode = 'quick' WHERE id = '{COMPARE}'"))
+
+        before = pg_dump(engine)
+        Store(postgres_url).close()  # at head now: nothing to do, nothing written
+        assert migrations_run == [1]
+        assert pg_dump(engine) == before
+    finally:
+        engine.dispose()
+
+
+def test_a_fresh_postgresql_database_is_migrated_to_the_models(postgres_url, migrations_run):
+    with Store(postgres_url):
+        pass
+    engine = create_engine(postgres_url)
+    try:
+        with engine.connect() as connection:
+            assert MigrationContext.configure(connection).get_current_heads() == ("0002",)
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            assert compare_metadata(context, Base.metadata) == []
+    finally:
+        engine.dispose()
+    assert migrations_run == [1]
+
+
+# -- two openers of one fresh database -----------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite-file", "postgresql"])
+def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database no store has opened yet: a new SQLite file, or a new PostgreSQL database (where the write lock
+    that serialises SQLite's openers does not exist: `db.migrate` takes an advisory lock there)."""
+    if request.param == "sqlite-file":
+        return url_of(tmp_path / "fresh.sqlite")
+    return request.getfixturevalue("postgres_url")
+
+
+def version_and_raters(url: str) -> tuple[list[tuple], int]:
+    """The database's alembic version rows and its number of raters, read without a Store."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return ([tuple(r) for r in connection.execute(text("SELECT version_num FROM alembic_version"))],
+                    connection.execute(text("SELECT count(*) FROM raters")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def test_threads_opening_one_fresh_database_create_the_schema_once(fresh_url, migrations_run):
+    stores = run_together(6, lambda i: Store(fresh_url))
     try:
         assert all(isinstance(s, Store) for s in stores), stores
         assert migrations_run == [1]
@@ -387,13 +525,14 @@ def test_threads_opening_one_fresh_file_create_the_schema_once(tmp_path, migrati
         for s in stores:
             if isinstance(s, Store):
                 s.close()
-    with sqlite3.connect(tmp_path / "fresh.sqlite") as raw:
-        assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+    assert version_and_raters(fresh_url) == ([("0002",)], 1)
 
 
-def test_processes_opening_one_fresh_file_both_succeed(tmp_path):
-    """Two interpreters (as two studio servers would be) open the same new file at the same moment."""
-    path, go = tmp_path / "shared.sqlite", tmp_path / "go"
+def test_processes_opening_one_fresh_database_both_succeed(fresh_url, tmp_path):
+    """Two interpreters (as two studio servers would be) open the same new database at the same moment: both
+    succeed and the schema is made once. On PostgreSQL, without the advisory lock, both would see no tables and both
+    run CREATE TABLE, and the second would fail on a duplicate key in the catalog."""
+    go = tmp_path / "go"
     script = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
@@ -402,7 +541,7 @@ def test_processes_opening_one_fresh_file_both_succeed(tmp_path):
         Path(sys.argv[1]).touch()
         while not Path({str(go)!r}).exists():
             time.sleep(0.001)
-        with Store({url_of(path)!r}) as store:
+        with Store({fresh_url!r}) as store:
             store.new_rater()
         print("opened")
     """)
@@ -423,9 +562,7 @@ def test_processes_opening_one_fresh_file_both_succeed(tmp_path):
                 p.kill()
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert all(out.strip() == "opened" for out, _ in outputs), outputs
-    with sqlite3.connect(path) as raw:
-        assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
-        assert raw.execute("SELECT count(*) FROM raters").fetchone() == (2,)
+    assert version_and_raters(fresh_url) == ([("0002",)], 2)
 
 
 # -- speed -----------------------------------------------------------------------------------------------------------

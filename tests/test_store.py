@@ -1,21 +1,28 @@
 """The storage: schema constraints, the blind rating cycle and the quick vote, refusals that write nothing, the
-default location, concurrent submissions on a real SQLite file, and a locked database."""
+default location, concurrent submissions on a shared database, and a locked database.
+
+Every test that takes `store` runs twice: on in-memory SQLite and on a fresh database of a throw-away PostgreSQL
+server (conftest.postgres_cluster). The concurrency tests run on a SQLite file and on PostgreSQL: the two keep a round
+rated once by different means (SQLite's write lock serialises the writers; PostgreSQL lets them run side by side
+under READ COMMITTED and the UNIQUE constraints decide), so each backend is tested on its own."""
 
 from __future__ import annotations
 
-import os
-
 import dataclasses
+import os
 import sqlite3
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 import db
 from db import OutputIn, RatingRefused, Reveal, RoundIn, SchemaTooNew, SlotView, Store, StoreBusy
-from db.schema import Output, Pick, Rating, Round, Vote, utcnow
+from db.schema import Base, Output, Pick, Rating, Round, Vote, utcnow
 from helpers import all_scores, quick_round, run_together
 
 METHODS = ("base", "simple", "p2", "sft", "npti")
@@ -39,23 +46,38 @@ def file_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-@pytest.fixture
-def store():
-    """In-memory SQLite; set PERSONA_STUDIO_TEST_DB to another SQLAlchemy URL (e.g.
-    postgresql+psycopg://user:pw@localhost/db) to run the same tests on that database (its tables are dropped
-    after each test)."""
-    url = os.environ.get("PERSONA_STUDIO_TEST_DB", "sqlite://")
+STORE_BACKENDS = ["sqlite", "postgresql"] + (["env"] if os.environ.get("PERSONA_STUDIO_TEST_DB") else [])
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+def store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    """A fresh, empty store on each backend: in-memory SQLite, and a PostgreSQL database made for this test and
+    dropped after it. Set PERSONA_STUDIO_TEST_DB to another SQLAlchemy URL to run the same tests there too (its
+    tables are dropped after each test, as it is not ours to drop)."""
+    if request.param == "sqlite":
+        url = "sqlite://"
+    elif request.param == "postgresql":
+        url = request.getfixturevalue("postgres_url")
+    else:
+        url = os.environ["PERSONA_STUDIO_TEST_DB"]
     s = Store(url)
-    yield s
-    if url != "sqlite://":
-        from sqlalchemy import text
+    try:
+        yield s
+    finally:
+        if request.param == "env":
+            Base.metadata.drop_all(s._engine)
+            with s._engine.begin() as connection:  # or the next store would find the version and no tables
+                connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+        s.close()
 
-        from db.schema import Base
 
-        Base.metadata.drop_all(s._engine)
-        with s._engine.begin() as connection:  # or the next store would find the version and no tables
-            connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
-    s.close()
+@pytest.fixture(params=["sqlite-file", "postgresql"])
+def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database that several connections write at once: a SQLite file (WAL, the write lock) or a PostgreSQL
+    database of its own (row locks, READ COMMITTED)."""
+    if request.param == "sqlite-file":
+        return file_url(tmp_path / "shared.sqlite")
+    return request.getfixturevalue("postgres_url")
 
 
 # -- schema ------------------------------------------------------------------------------------------------------
@@ -499,18 +521,25 @@ def test_db_url_environment_variable_is_honoured(tmp_path, monkeypatch):
 
 
 def test_in_memory_url_and_password_hiding(store):
-    if not store.url.startswith("sqlite"):
-        pytest.skip("in-memory SQLite only")
-    assert store.url == "sqlite://"
-    store.new_rater()
-    assert store.counts()["raters"] == 1  # every session sees the one in-memory database
+    if store.url.startswith("sqlite"):
+        assert store.url == "sqlite://"
+        store.new_rater()
+        assert store.counts()["raters"] == 1  # every session sees the one in-memory database
+        return
+    # A server URL carries a password; the store never shows it (the test server trusts any password).
+    with Store(store._engine.url.set(password="s3cret").render_as_string(hide_password=False)) as other:
+        assert ":***@" in other.url and "s3cret" not in other.url and repr(other) == f"Store({other.url!r})"
+        other.new_rater()
+    assert store.counts()["raters"] == 1
 
 
 # -- concurrency ---------------------------------------------------------------------------------------------------
 
 
-def test_concurrent_submissions_on_a_file(tmp_path):
-    url = file_url(tmp_path / "race.sqlite")
+def test_concurrent_submissions(shared_url):
+    """Eight raters submit at once (all accepted), then eight submissions of one round race: exactly one is
+    accepted, the other seven are told it was already rated, and the stored rows are the winner's alone."""
+    url = shared_url
     writer = Store(url)
     try:
         raters = [writer.new_rater() for _ in range(8)]
@@ -542,8 +571,9 @@ def test_concurrent_submissions_on_a_file(tmp_path):
         reader.close()
 
 
-def test_concurrent_votes_on_a_file(tmp_path):
-    url = file_url(tmp_path / "votes.sqlite")
+def test_concurrent_votes(shared_url):
+    """Eight votes on one quick round race: exactly one is stored."""
+    url = shared_url
     writer = Store(url)
     try:
         rater = writer.new_rater()
@@ -562,6 +592,54 @@ def test_concurrent_votes_on_a_file(tmp_path):
         assert reader.counts()["votes"] == 1 and len(reader.votes_frame()) == 1
     finally:
         reader.close()
+
+
+def test_concurrent_judge_runs_store_each_judgment_once(shared_url):
+    """Judge runs that store the same outputs at once, each through a Store of its own (as two replicas sharing one
+    database would): no run fails, and every output ends with exactly one judgment per judge. SQLite's write lock
+    serialises the runs; on PostgreSQL nothing does, and a run meets the other's rows at the UNIQUE constraint."""
+    stores = [Store(shared_url) for _ in range(6)]
+    try:
+        rater = stores[0].new_rater()
+        for _ in range(4):
+            stores[0].record_round(blind_round(rater))
+        ids = stores[0].outputs_frame()["output_id"].tolist()
+        for judge in ("offline-proxy", "openai:m", "openai:n"):  # three races: one alone may not overlap
+            results = run_together(6, lambda i: stores[i].record_judgments(judge, {o: (float(i), 3.0) for o in ids}))
+            assert all(isinstance(r, int) for r in results), results
+            assert sum(results) == len(ids), results
+        frame = stores[0].judgments_frame()
+        assert len(frame) == 3 * len(ids)
+        assert (frame.groupby("judge")["output_id"].apply(sorted) == pd.Series({j: sorted(ids) for j in (
+            "offline-proxy", "openai:m", "openai:n")})).all()
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_counts_are_one_snapshot_while_raters_write(shared_url):
+    """`counts` reads every table in one read transaction, so its numbers agree with each other even while ratings
+    are committed between its statements: every rated round here has one pick and five ratings. (PostgreSQL's default
+    READ COMMITTED would count the picks and the ratings in different snapshots.)"""
+    store = Store(shared_url)
+    try:
+        raters = [store.new_rater() for _ in range(4)]
+        rounds = [[store.record_round(blind_round(r)) for _ in range(12)] for r in raters]
+        writers = [threading.Thread(target=lambda i=i: [store.record_rating(round_id, raters[i], all_scores(), best=0)
+                                                        for round_id in rounds[i]])
+                   for i in range(4)]
+        for t in writers:
+            t.start()
+        seen = []
+        while any(t.is_alive() for t in writers) or not seen:
+            seen.append(store.counts())
+        for t in writers:
+            t.join(60)
+        torn = [c for c in seen if c["ratings"] != 5 * c["picks"] or c["rated_rounds"] != c["picks"]]
+        assert not torn, f"{len(torn)} of {len(seen)} reads mixed two moments: {torn[:3]}"
+        assert store.counts()["picks"] == 48
+    finally:
+        store.close()
 
 
 def test_locked_database_raises_store_busy_and_saves_nothing(tmp_path):

@@ -1,8 +1,9 @@
 """Alembic's environment for Persona Studio: run the migrations on the connection `db.migrate.upgrade` hands over.
 
 Only programmatic use is supported (there is no alembic.ini): the store decides when to migrate, inside a
-transaction it already holds with SQLite's write lock, so this script must neither open its own connection nor
-commit. `begin_transaction()` sees that outer transaction and leaves it to the caller.
+transaction that already holds the database's migration lock (SQLite's write lock, PostgreSQL's advisory lock), so
+this script must neither open its own connection nor commit. `begin_transaction()` sees that outer transaction and
+leaves it to the caller.
 
 `render_as_batch` makes autogenerate write `batch_alter_table` blocks, the form SQLite needs for any ALTER other than
 ADD COLUMN.
