@@ -161,61 +161,24 @@ def finetune(lm: LoadedModel, pairs: list[tuple[str, str]], training: Training, 
 
     The model is left as it was: the adapter is unloaded from it after saving. `progress` is a tqdm-like
     callable for a progress bar."""
-    from peft import get_peft_model, prepare_model_for_kbit_training
-
     out = Path(out)
     if not pairs:
         raise ValueError("no training pairs: nothing to fine-tune on")
     random.seed(training.seed)
     torch.manual_seed(training.seed)
     examples = encode_pairs(lm, pairs, training.max_answer_tokens)
-    base = lm.model
-    if lm.quantization in ("nf4", "int8"):
-        if lm.device.type != "cuda":
-            raise ValueError("training on a 4-bit or 8-bit base (QLoRA) needs a CUDA device; on a CPU load the "
-                             "model with --quantization none")
-        base = prepare_model_for_kbit_training(base)
-    model = get_peft_model(base, lora_config(training, lm.identity.n_layers))
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=training.learning_rate, weight_decay=0.0)
+    model = _with_adapter(lm, training)
     steps_per_epoch = math.ceil(len(examples) / training.batch_size)
-    total = steps_per_epoch * training.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / max(1, training.warmup_steps)))
-    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else eos_ids(lm)[0]
-    losses: list[float] = []
-    bar = progress(total=total, desc=f"LoRA {trait} {pole}") if progress else None
+    bar = progress(total=steps_per_epoch * training.epochs, desc=f"LoRA {trait} {pole}") if progress else None
     started = time.perf_counter()
     try:
-        for _ in range(training.epochs):
-            order = list(range(len(examples)))
-            random.shuffle(order)
-            for i in range(0, len(order), training.batch_size):
-                batch = _batch([examples[j] for j in order[i: i + training.batch_size]], pad, lm.device)
-                loss = model(**batch).loss
-                loss.backward()
-                loss = loss.detach()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.item())
-                if bar:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        losses = _train(lm, model, examples, training, bar)
         seconds = time.perf_counter() - started
-        model.eval()
-        out.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(out)
-        (out / "README.md").unlink(missing_ok=True)  # peft's empty model card template; training.json says it all
+        _save_adapter(model, out)
     finally:
         if bar:
             bar.close()
-        model.unload()  # take the LoRA layers out again: `lm.model` is the plain model it was
-        lm.model.eval()
-        for p in lm.model.parameters():
-            p.requires_grad_(False)
+        _unload(lm, model)
     size = sum(f.stat().st_size for f in out.iterdir() if f.suffix == ".safetensors")
     tail = losses[-steps_per_epoch:]
     card = AdapterCard(trait, pole, lm.name, lm.identity.fingerprint, len(examples), len(losses), round(seconds, 1),
@@ -225,3 +188,68 @@ def finetune(lm: LoadedModel, pairs: list[tuple[str, str]], training: Training, 
                        size)
     card.save(out)
     return card
+
+
+def _with_adapter(lm: LoadedModel, training: Training):
+    """`lm.model` wrapped with a fresh LoRA adapter shaped by `training`, in training mode; a 4-bit or 8-bit base is
+    prepared for k-bit training first (QLoRA), which needs CUDA."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    base = lm.model
+    if lm.quantization in ("nf4", "int8"):
+        if lm.device.type != "cuda":
+            raise ValueError("training on a 4-bit or 8-bit base (QLoRA) needs a CUDA device; on a CPU load the "
+                             "model with --quantization none")
+        base = prepare_model_for_kbit_training(base)
+    model = get_peft_model(base, lora_config(training, lm.identity.n_layers))
+    model.train()
+    return model
+
+
+def _train(lm: LoadedModel, model, examples: list[tuple[list[int], int]], training: Training, bar) -> list[float]:
+    """`training.epochs` passes over the examples, each in a fresh random order, with AdamW on the adapter's
+    parameters and a linear warm-up then constant learning rate; the loss of every step."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=training.learning_rate, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / max(1, training.warmup_steps)))
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else eos_ids(lm)[0]
+    losses: list[float] = []
+    for _ in range(training.epochs):
+        order = list(range(len(examples)))
+        random.shuffle(order)
+        for i in range(0, len(order), training.batch_size):
+            batch = _batch([examples[j] for j in order[i: i + training.batch_size]], pad, lm.device)
+            losses.append(_step(model, batch, params, optimizer, scheduler))
+            if bar:
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    return losses
+
+
+def _step(model, batch: dict, params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
+          scheduler: torch.optim.lr_scheduler.LRScheduler) -> float:
+    """One optimisation step on one batch, gradients clipped to norm 1; the batch's loss."""
+    loss = model(**batch).loss
+    loss.backward()
+    loss = loss.detach()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+def _save_adapter(model, out: Path) -> None:
+    model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    (out / "README.md").unlink(missing_ok=True)  # peft's empty model card template; training.json says it all
+
+
+def _unload(lm: LoadedModel, model) -> None:
+    """Take the LoRA layers out again, so `lm.model` is the plain, frozen, eval-mode model it was."""
+    model.unload()
+    lm.model.eval()
+    for p in lm.model.parameters():
+        p.requires_grad_(False)

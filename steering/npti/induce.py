@@ -96,8 +96,26 @@ def steer(lm: LoadedModel, rows: Sequence[Row], seeds: int | Sequence[int] = 0, 
     Extraversion and low Neuroticism), or None for an untouched row. The model's batch must have len(rows) rows.
 
     `seeds[b]` seeds row b's keep-masks with a generator of its own, so a row's masks do not depend on which other
-    rows share its batch (an int `seeds` seeds row b with seeds + b, which does depend on the row's position). With `steer_prompt`, the prompt pass is steered too (padding excluded)."""
+    rows share its batch (an int `seeds` seeds row b with seeds + b, which does depend on the row's position). With
+    `steer_prompt`, the prompt pass is steered too (padding excluded)."""
     rows = list(rows)
+    seeds = _row_seeds(rows, seeds, keep_prob)
+    device, dtype = lm.device, lm.sites.dtype
+    add, ceiling = (t.to(device) for t in _dense(lm, rows))
+    pushes = _Pushes(add, seeds, keep_prob, dtype, device)
+    ops = _LayerOps(add, ceiling.to(dtype))
+    del add
+    state = _StepState()
+    on_call = _call_hook(len(rows), ops, pushes, state, steer_prompt)
+    with hook_scope() as handles:
+        handles.append(lm.sites.root.register_forward_pre_hook(on_call, with_kwargs=True))
+        for layer, module in enumerate(lm.sites.modules):
+            handles.append(module.register_forward_hook(_layer_hook(ops.adds[layer], ops.caps[layer], state)))
+        yield
+
+
+def _row_seeds(rows: list[Row], seeds: int | Sequence[int], keep_prob: float) -> list[int]:
+    """Check `steer`'s arguments; one keep-mask seed per row."""
     if not rows:
         raise ValueError("steer() needs at least one row")
     if not 0.0 < keep_prob <= 1.0:
@@ -105,71 +123,90 @@ def steer(lm: LoadedModel, rows: Sequence[Row], seeds: int | Sequence[int] = 0, 
     seeds = [seeds + b for b in range(len(rows))] if isinstance(seeds, int) else [int(s) for s in seeds]
     if len(seeds) != len(rows):
         raise ValueError(f"{len(seeds)} seeds for {len(rows)} rows")
-    device, dtype = lm.device, lm.sites.dtype
-    add, ceiling = (t.to(device) for t in _dense(lm, rows))
-    # Only the pushed neurons need a keep-mask: draw for those alone (a few percent of all neurons), for
-    # MASK_BLOCK steps at a time. Row b's generator yields the same stream as one draw per step would.
-    n_neurons = add.shape[1] * add.shape[2]
-    flat = {b: add[b].reshape(-1).nonzero().squeeze(1) for b in range(len(rows))}
-    pushed = [b for b in range(len(rows)) if len(flat[b])]
-    where = torch.cat([flat[b] + b * n_neurons for b in pushed]) if pushed else None
-    values = torch.cat([add[b].reshape(-1)[flat[b]] for b in pushed]).to(dtype) if pushed else None
-    generators = {b: torch.Generator(device=device).manual_seed(seeds[b]) for b in pushed}
-    delta = torch.zeros(add.shape, dtype=dtype, device=device)
-    ceiling = ceiling.to(dtype)
-    # Per layer: views into the per-step addition (updated in place) and the ceiling, or None where a layer has
-    # nothing to add or clamp, so the hook skips the op.
-    adds = [delta[:, l].unsqueeze(1) if bool(add[:, l].any()) else None for l in range(add.shape[1])]
-    caps = [ceiling[:, l].unsqueeze(1) if bool((ceiling[:, l] == 0).any()) else None for l in range(add.shape[1])]
-    active = any(a is not None for a in adds) or any(c is not None for c in caps)
-    del add
-    state = _StepState()
-    masks: list[torch.Tensor] = []  # keep-masks drawn ahead, one [n_pushed] row per step
+    return seeds
 
-    def next_mask() -> torch.Tensor:
-        if not masks:
-            block = torch.cat([torch.rand(MASK_BLOCK, len(flat[b]), generator=generators[b], device=device)
-                               for b in pushed], dim=1) < keep_prob
-            masks.extend(block.unbind(0))
-        return masks.pop(0)
+
+class _Pushes:
+    """The pushed neurons of all rows, as flat positions in [B, L, W] with their additions, and their keep-masks.
+
+    Only the pushed neurons need a keep-mask: draw for those alone (a few percent of all neurons), for MASK_BLOCK
+    steps at a time. Row b's generator yields the same stream as one draw per step would."""
+
+    def __init__(self, add: torch.Tensor, seeds: list[int], keep_prob: float, dtype: torch.dtype,
+                 device: torch.device) -> None:
+        n_neurons = add.shape[1] * add.shape[2]
+        flat = {b: add[b].reshape(-1).nonzero().squeeze(1) for b in range(add.shape[0])}
+        pushed = [b for b in flat if len(flat[b])]
+        self.where = torch.cat([flat[b] + b * n_neurons for b in pushed]) if pushed else None
+        self.values = torch.cat([add[b].reshape(-1)[flat[b]] for b in pushed]).to(dtype) if pushed else None
+        self.sizes = [len(flat[b]) for b in pushed]
+        self.generators = [torch.Generator(device=device).manual_seed(seeds[b]) for b in pushed]
+        self.keep_prob, self.device = keep_prob, device
+        self.masks: list[torch.Tensor] = []  # keep-masks drawn ahead, one [n_pushed] row per step
+
+    def next_mask(self) -> torch.Tensor:
+        if not self.masks:
+            block = torch.cat([torch.rand(MASK_BLOCK, n, generator=g, device=self.device)
+                               for n, g in zip(self.sizes, self.generators)], dim=1) < self.keep_prob
+            self.masks.extend(block.unbind(0))
+        return self.masks.pop(0)
+
+    def draw_into(self, delta: torch.Tensor) -> None:
+        """This step's masked additions, scattered into the dense per-step addition (untouched elsewhere)."""
+        if self.where is not None:
+            delta.view(-1)[self.where] = self.values * self.next_mask()
+
+
+class _LayerOps:
+    """The dense per-step addition `delta` [B, L, W] and, per layer, views into it and into the ceiling, or None
+    where a layer has nothing to add or clamp, so the hook skips the op."""
+
+    def __init__(self, add: torch.Tensor, ceiling: torch.Tensor) -> None:
+        self.delta = torch.zeros(add.shape, dtype=ceiling.dtype, device=add.device)
+        n_layers = add.shape[1]
+        self.adds = [self.delta[:, l].unsqueeze(1) if bool(add[:, l].any()) else None for l in range(n_layers)]
+        self.caps = [ceiling[:, l].unsqueeze(1) if bool((ceiling[:, l] == 0).any()) else None
+                     for l in range(n_layers)]
+        self.active = any(a is not None for a in self.adds) or any(c is not None for c in self.caps)
+
+
+def _call_hook(n_rows: int, ops: _LayerOps, pushes: _Pushes, state: _StepState, steer_prompt: bool):
+    """The pre-forward hook: check the batch, tell the layer hooks whether and how to steer this call, and draw
+    this step's additions."""
 
     def on_call(_module, args, kwargs):
         call = read_call(args, kwargs)
-        if call.batch != len(rows):
-            raise ValueError(f"steer() was given {len(rows)} rows but the model ran a batch of {call.batch}")
+        if call.batch != n_rows:
+            raise ValueError(f"steer() was given {n_rows} rows but the model ran a batch of {call.batch}")
         prompt = call.past == 0
-        state.on = active and (steer_prompt or not prompt)
+        state.on = ops.active and (steer_prompt or not prompt)
         state.real = call.real.unsqueeze(-1) if (state.on and prompt and call.real is not None) else None
         state.inplace = not torch.is_grad_enabled()
-        if state.on and where is not None:
-            delta.view(-1)[where] = values * next_mask()
+        if state.on:
+            pushes.draw_into(ops.delta)
         return None
+    return on_call
 
-    def make_hook(layer: int):
-        plus, cap = adds[layer], caps[layer]
 
-        def hook(_module, _inputs, output):
-            if not state.on:
-                return None
-            real = state.real  # [B, T, 1] at a steered prompt pass with padding, else None
-            if real is None and state.inplace:  # the common case, a decoding step: no new tensors
-                if plus is not None:
-                    output.add_(plus)
-                if cap is not None:
-                    torch.minimum(output, cap, out=output)
-                return None
-            steered = output if plus is None else output + (plus if real is None else plus * real)
+def _layer_hook(plus: torch.Tensor | None, cap: torch.Tensor | None, state: _StepState):
+    """One layer's forward hook: add `plus`, then clamp at `cap`, as `state` says for this call."""
+
+    def hook(_module, _inputs, output):
+        if not state.on:
+            return None
+        real = state.real  # [B, T, 1] at a steered prompt pass with padding, else None
+        if real is None and state.inplace:  # the common case, a decoding step: no new tensors
+            if plus is not None:
+                output.add_(plus)
             if cap is not None:
-                capped = torch.minimum(steered, cap)
-                steered = capped if real is None else torch.where(real, capped, steered)
-            return steered
-        return hook
-
-    with hook_scope() as handles:
-        handles.append(lm.sites.root.register_forward_pre_hook(on_call, with_kwargs=True))
-        for layer, module in enumerate(lm.sites.modules):
-            handles.append(module.register_forward_hook(make_hook(layer)))
-        yield
+                torch.minimum(output, cap, out=output)
+            return None
+        steered = output if plus is None else output + (plus if real is None else plus * real)
+        if cap is not None:
+            capped = torch.minimum(steered, cap)
+            steered = capped if real is None else torch.where(real, capped, steered)
+        return steered
+    return hook
 
 
 class _StepState:

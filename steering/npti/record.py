@@ -112,59 +112,78 @@ def record_activations(lm: LoadedModel, eos_token_ids: Iterable[int], bins: Bins
     sites = lm.sites
     stats = stats or ActivationStats(sites.n_layers, sites.width, bins)
     eos = torch.tensor(sorted(set(int(i) for i in eos_token_ids)), dtype=torch.long)
-    st: dict = {"buf": None, "alive": None, "n": 0, "slot": None, "done": None, "rows": None, "steps": 0}
+    recorder = _Recorder(stats, eos, chunk, lm)
+    with hook_scope() as handles:
+        handles.append(sites.root.register_forward_pre_hook(recorder.on_call, with_kwargs=True))
+        for layer, module in enumerate(sites.modules):
+            handles.append(module.register_forward_hook(recorder.layer_hook(layer)))
+        yield stats
+        recorder.end_call()
 
-    def flush() -> None:
-        n = st["n"]
+
+class _Recorder:
+    """The hooks' shared state: the buffer of decoding steps not yet counted ([chunk, L, B, W], with which rows
+    count at each step), the buffer slot the current step's layers copy into, and per row whether it has ended and
+    how many positions it has counted in the current generate call."""
+
+    def __init__(self, stats: ActivationStats, eos: torch.Tensor, chunk: int, lm: LoadedModel) -> None:
+        self.stats, self.eos, self.chunk, self.lm = stats, eos, chunk, lm
+        self.buf: torch.Tensor | None = None  # [chunk, L, B, W]
+        self.alive: torch.Tensor | None = None  # [chunk, B] bool: the buffered positions that count
+        self.n = 0  # buffered steps
+        self.slot: int | None = None  # where the layers copy the current step; None: not recording
+        self.done: torch.Tensor | None = None  # [B] bool: the row has seen its end-of-sequence
+        self.rows: torch.Tensor | None = None  # [B] counted positions per row in this generate call
+        self.steps = 0  # decoding steps in this generate call
+
+    def flush(self) -> None:
+        n = self.n
         if n:
-            buf, alive = st["buf"][:n], st["alive"][:n]  # [n, L, B, W], [n, B]
-            stats.add_values(buf.permute(0, 2, 1, 3)[alive.to(buf.device)].cpu())
-        st["n"] = 0
+            buf, alive = self.buf[:n], self.alive[:n]  # [n, L, B, W], [n, B]
+            self.stats.add_values(buf.permute(0, 2, 1, 3)[alive.to(buf.device)].cpu())
+        self.n = 0
 
-    def end_call() -> None:
-        flush()
-        if st["rows"] is not None and st["steps"]:
-            stats.row_tokens.extend(st["rows"].tolist())
-        st["rows"], st["steps"] = None, 0
+    def end_call(self) -> None:
+        self.flush()
+        if self.rows is not None and self.steps:
+            self.stats.row_tokens.extend(self.rows.tolist())
+        self.rows, self.steps = None, 0
 
-    def on_call(_module, args, kwargs):
+    def on_call(self, _module, args, kwargs):
         call = read_call(args, kwargs)
         if call.past == 0:  # a new prompt pass: the previous generate call is over
-            end_call()
-            st["slot"] = None
-            st["done"] = torch.zeros(call.batch, dtype=torch.bool)
-            st["rows"] = torch.zeros(call.batch, dtype=torch.long)
-            shape = (chunk, sites.n_layers, call.batch, sites.width)
-            if st["buf"] is None or st["buf"].shape != shape:
-                st["buf"] = torch.empty(shape, dtype=torch.float32, device=lm.device)
-                st["alive"] = torch.zeros(chunk, call.batch, dtype=torch.bool)
+            self._start(call.batch)
             return None
         if call.length != 1 or call.input_ids is None:
             raise ValueError("recording expects generate's one-token decoding steps")
-        if st["n"] == chunk:
-            flush()
+        if self.n == self.chunk:
+            self.flush()
         token = call.input_ids[:, -1].cpu()
-        is_eos = torch.isin(token, eos)
-        alive = ~st["done"] & ~is_eos
-        st["done"] |= is_eos
-        st["rows"] += alive
-        st["steps"] += 1
-        st["alive"][st["n"]] = alive
-        st["slot"] = st["n"]
-        st["n"] += 1
+        is_eos = torch.isin(token, self.eos)
+        alive = ~self.done & ~is_eos
+        self.done |= is_eos
+        self.rows += alive
+        self.steps += 1
+        self.alive[self.n] = alive
+        self.slot = self.n
+        self.n += 1
         return None
 
-    def make_hook(layer: int):
+    def _start(self, batch: int) -> None:
+        self.end_call()
+        self.slot = None
+        self.done = torch.zeros(batch, dtype=torch.bool)
+        self.rows = torch.zeros(batch, dtype=torch.long)
+        sites = self.lm.sites
+        shape = (self.chunk, sites.n_layers, batch, sites.width)
+        if self.buf is None or self.buf.shape != shape:
+            self.buf = torch.empty(shape, dtype=torch.float32, device=self.lm.device)
+            self.alive = torch.zeros(self.chunk, batch, dtype=torch.bool)
+
+    def layer_hook(self, layer: int):
         def hook(_module, _inputs, output):
-            slot = st["slot"]
+            slot = self.slot
             if slot is not None:
-                st["buf"][slot, layer].copy_(output[:, -1])
+                self.buf[slot, layer].copy_(output[:, -1])
             return None
         return hook
-
-    with hook_scope() as handles:
-        handles.append(sites.root.register_forward_pre_hook(on_call, with_kwargs=True))
-        for layer, module in enumerate(sites.modules):
-            handles.append(module.register_forward_hook(make_hook(layer)))
-        yield stats
-        end_call()
