@@ -26,7 +26,7 @@ from steering.traits import POLES, check_pole, check_trait
 from . import tally
 from .answers import (LABELS, NOTES, SLOT_NAMES, BlindRound, Column, CompareResult, output_in, shown_answer,
                       target_text)
-from .limits import Gate, Limits, TooMany
+from .limits import Gate, Limits
 from .streaming import stream
 from .tally import Results
 
