@@ -179,8 +179,7 @@ def open_store(settings: Settings):
     from db import SchemaTooNew, Store, StoreBusy
     from db.store import default_url
 
-    if settings.database:
-        check_database(settings.database)
+    if settings.database:  # checked in Settings.from_env; a Settings made by hand fails in Store, caught below
         where = f"PERSONA_STUDIO_DB={make_url(settings.database).render_as_string(hide_password=True)}"
     else:
         where = f"the default database {default_url()} (PERSONA_STUDIO_DB unset; it lives under PERSONA_STUDIO_HOME)"
