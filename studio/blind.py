@@ -30,12 +30,13 @@ def _counted(studio: Studio, who) -> str:
 
 
 def _reveal_table(revealed, mark: str | None) -> str:
-    """Who wrote what, as a Markdown table; the rater's pick starred."""
-    lines = ["| answer | method | parameters |", "|---|---|---|"]
+    """Who wrote what, as a Markdown list; the rater's pick marked."""
+    lines = []  # a list, not a table: on a phone a table squeezes the method names into a sliver beside the JSON
     for r in revealed:
         params = {k: v for k, v in r.params.items() if k not in ("method", "trait", "pole", "n_tokens")}
-        star = " ⭐" if SLOT_NAMES[r.slot] == mark else ""
-        lines.append(f"| {SLOT_NAMES[r.slot]}{star} | {LABELS.get(r.method, r.method)} | `{json.dumps(params)}` |")
+        pick = " (your pick)" if SLOT_NAMES[r.slot] == mark else ""
+        lines.append(f"- **Answer {SLOT_NAMES[r.slot]}{pick}: {LABELS.get(r.method, r.method)}**  \n"
+                     f"  `{json.dumps(params)}`")
     return "\n".join(lines)
 
 
