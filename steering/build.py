@@ -17,6 +17,7 @@ from .artefacts import DEFAULT_KEYS, ModelArtefacts
 from .engine.generation import Decoding
 from .npti.identify import Selection, identify
 from .engine.models import LoadedModel
+from .engine.world import World
 from .npti.record import Bins
 
 def read_manifest(folder: Path) -> dict:
@@ -39,10 +40,10 @@ def _corpus_triples(trait: str, limit: int | None) -> list[tuple[str, str, str]]
 
 def build_corpus_profiles(lm: LoadedModel, folder: Path, traits: Sequence[str], *, batch_size: int,
                           selection: Selection, limit: int | None = None, command: str | None = None,
-                          progress: Callable | None = None) -> dict:
+                          progress: Callable | None = None, world: World = World()) -> dict:
     """NPTI profiles from the corpus (the model reads each pole's train-split answers), for every trait in
     `traits`: <Trait>_<pole>.corpus.json and a manifest entry traits/<Trait>/corpus. Defaults a sweep already chose
-    for a profile stay."""
+    for a profile stay. Under a launcher (`world`) the ranks share the reading and rank 0 writes."""
     from .npti.identify import identify_corpus
     from .methods.dispatch import profile_path
     from .npti.profile import NeuronProfile
@@ -52,22 +53,25 @@ def build_corpus_profiles(lm: LoadedModel, folder: Path, traits: Sequence[str], 
     for trait in traits:
         triples = _corpus_triples(trait, limit)
         start = time.perf_counter()
-        result = identify_corpus(lm, trait, triples, batch_size=batch_size, selection=selection, progress=progress)
+        result = identify_corpus(lm, trait, triples, batch_size=batch_size, selection=selection, progress=progress,
+                                 world=world)
         entry = {"command": command or " ".join(["python -m steering"] + sys.argv[1:]), "pairs": len(triples),
                  "selection": asdict(selection), "seconds": round(time.perf_counter() - start, 1),
-                 "quantization": lm.quantization, "environment": _environment()}
+                 "quantization": lm.quantization, "environment": {**_environment(), "processes": world.size}}
         for profile in (result.high, result.low):
             path = profile_path(folder, trait, profile.pole, "corpus")
             if path.is_file():
                 old = NeuronProfile.load(path).meta
                 profile.meta.update({k: old[k] for k in DEFAULT_KEYS if k in old})
-            profile.save(path)
+            if world.writer:
+                profile.save(path)
             entry[profile.pole] = {"file": path.name, "neurons": len(profile), "tokens": profile.meta["tokens"],
                                    "max_diff": round(float(profile.diff.max()), 4),
                                    "diff_at_top_k": round(float(profile.diff[min(len(profile), selection.top_k) - 1]), 4),
                                    "per_layer": profile.per_layer()}
         manifest["traits"].setdefault(trait, {})["corpus"] = entry
-        write_manifest(folder, manifest)
+        if world.writer:
+            write_manifest(folder, manifest)
     return manifest
 
 
@@ -102,16 +106,18 @@ def build_vectors(lm: LoadedModel, folder: Path, traits: Sequence[str], *, batch
 
 def build_profiles(lm: LoadedModel, folder: Path, traits: Sequence[str], *, decoding: Decoding, batch_size: int,
                    seed: int, selection: Selection, limit: int | None = None, command: str | None = None,
-                   progress: Callable | None = None) -> dict:
+                   progress: Callable | None = None, world: World = World()) -> dict:
     """Identify every trait in `traits` on the bank's search questions; write <Trait>_<pole>.json, answers/<Trait>.jsonl
-    and the manifest into `folder`. Traits are written one by one, so an interrupted run keeps what it finished."""
+    and the manifest into `folder`. Traits are written one by one, so an interrupted run keeps what it finished.
+    Under a launcher (`world`) the ranks share the questions and rank 0 writes; the manifest records the number of
+    processes."""
     folder.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(folder)
     manifest.update({
         "model": lm.identity.to_dict(), "quantization": lm.quantization,
         "command": command or " ".join(["python -m steering"] + sys.argv[1:]),
         "selection": asdict(selection), "decoding": asdict(decoding), "bins": asdict(Bins()), "seed": seed,
-        "environment": _environment(),
+        "environment": {**_environment(), "processes": world.size},
     })
     for trait in traits:
         trait_bank = bank.TraitBank.load(trait)
@@ -120,7 +126,7 @@ def build_profiles(lm: LoadedModel, folder: Path, traits: Sequence[str], *, deco
         start = time.perf_counter()
         result = identify(lm, trait_bank.trait, qs, trait_bank.descriptions, decoding=decoding,
                           batch_size=batch_size, seed=seed, selection=selection, answers_path=answers,
-                          progress=progress)
+                          progress=progress, world=world)
         seconds = time.perf_counter() - start
         entry = {"questions": len(qs), "seconds": round(seconds, 1), "answers": str(answers.relative_to(folder))}
         for profile in (result.high, result.low):
@@ -128,12 +134,14 @@ def build_profiles(lm: LoadedModel, folder: Path, traits: Sequence[str], *, deco
             old = manifest["traits"].get(trait_bank.trait, {}).get(profile.pole, {})
             kept = {k: old[k] for k in DEFAULT_KEYS if k in old}
             profile.meta.update(kept)
-            profile.save(folder / f"{profile.name}.json")
+            if world.writer:
+                profile.save(folder / f"{profile.name}.json")
             entry[profile.pole] = {"file": f"{profile.name}.json", "neurons": len(profile),
                                    "tokens": profile.meta["tokens"], "per_layer": profile.per_layer(),
                                    "p95_beyond_bins": profile.meta["p95_beyond_bins"], **kept}
         manifest["traits"][trait_bank.trait] = entry
-        write_manifest(folder, manifest)
+        if world.writer:
+            write_manifest(folder, manifest)
     return manifest
 
 

@@ -18,6 +18,7 @@ from typing import Callable, NoReturn
 from ..fileio import check_input_file, check_input_folder, check_output_file, check_output_folder
 from ..traits import TRAITS, check_trait
 
+SHARDED = ("identify", "build-profiles", "evaluate")  # the commands that run under torchrun / accelerate launch
 MAX_SEED = 2**31  # seeds must be 0 <= seed < 2**31: what every seeded generator here accepts
 
 
@@ -192,10 +193,13 @@ def shipped_out_options(p: argparse.ArgumentParser, limit_help: str) -> None:
 
 # -- what the commands share ----------------------------------------------------------------------------------------
 
-def progress():
+def progress(world=None):
+    """tqdm, silent on the ranks of a launched run other than rank 0 (`world`)."""
+    from functools import partial
+
     from tqdm.auto import tqdm
 
-    return tqdm
+    return tqdm if world is None or world.writer else partial(tqdm, disable=True)
 
 
 def load(args):
@@ -222,13 +226,21 @@ def one_line(exc: BaseException) -> str:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run the parsed command; bad input that only the command can see (a missing artefact, a model that does not
-    load, a bad profile or line, an unreadable file) is one line on stderr and exit status 2."""
+    load, a bad profile or line, an unreadable file) is one line on stderr and exit status 2. Started by a launcher
+    (torchrun, accelerate launch) as one of several processes, the command joins their process group first
+    (`engine.world.launched`) and finds it as `args.world`; only the SHARDED commands accept that."""
     from ..engine.models import ModelLoadError
+    from ..engine.world import launched
     from ..methods.dispatch import MethodUnavailable
     from ..npti.profile import ProfileError
 
     try:
-        return args.func(args)
+        with launched(getattr(args, "device", "auto")) as world:
+            if world.size > 1 and args.command not in SHARDED:
+                raise ValueError(f"{args.command} runs in one process: start it without a launcher "
+                                 f"({', '.join(SHARDED)} can be shared out over processes)")
+            args.world = world
+            return args.func(args)
     except (MethodUnavailable, ModelLoadError, ProfileError, ValueError, OSError) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2

@@ -62,7 +62,9 @@ def _identify_corpus(args) -> int:
     triples = _corpus_triples(args.trait, args.corpus)[: args.limit]
     lm = load(args)
     result = identify_corpus(lm, args.trait, triples, batch_size=args.batch_size, selection=_selection(args),
-                             progress=progress())
+                             progress=progress(args.world), world=args.world)
+    if not args.world.writer:
+        return 0
     for profile in (result.high, result.low):
         path = profile.save(profile_path(Path(args.out), profile.trait, profile.pole, "corpus"))
         print(f"{path}: {len(profile)} neurons over {profile.meta['tokens']} read tokens")
@@ -80,7 +82,11 @@ def cmd_identify(args) -> int:
 
     --source corpus: record neuron activity while the model READS each pole's corpus answers (teacher forcing, the
     answer's tokens only); --corpus FILE (default: the bank corpus's train split of the trait); writes
-    OUT/<Trait>_high.corpus.json and OUT/<Trait>_low.corpus.json."""
+    OUT/<Trait>_high.corpus.json and OUT/<Trait>_low.corpus.json.
+
+    Shared out over processes, unchanged: `torchrun --nproc-per-node N -m steering identify ...` (or accelerate
+    launch) gives each process its share of the batches and sums the counts (gloo on a CPU, NCCL on CUDA); the
+    files are those one process would write, and rank 0 writes them."""
     from ..methods.questions import read_questions
     from ..npti.identify import identify
     from ..npti.record import Bins
@@ -96,7 +102,9 @@ def cmd_identify(args) -> int:
     answers = out / "answers" / f"{args.trait}.jsonl"  # replaced only when identification finishes
     result = identify(lm, args.trait, questions, descriptions, decoding=_decoding(args), batch_size=args.batch_size,
                       seed=args.seed, bins=Bins(), selection=_selection(args), answers_path=answers,
-                      progress=progress())
+                      progress=progress(args.world), world=args.world)
+    if not args.world.writer:  # every rank holds the result; rank 0 writes it
+        return 0
     for profile in (result.high, result.low):
         path = profile.save(out / f"{profile.name}.json")
         print(f"{path}: {len(profile)} neurons over {profile.meta['tokens']} generated tokens")
@@ -108,7 +116,9 @@ def _build_corpus_profiles(args, lm, folder: Path) -> None:
     from ..build import build_corpus_profiles
 
     manifest = build_corpus_profiles(lm, folder, args.traits, batch_size=args.batch_size, selection=_selection(args),
-                                     limit=args.limit, progress=progress())
+                                     limit=args.limit, progress=progress(args.world), world=args.world)
+    if not args.world.writer:
+        return
     for trait in args.traits:
         entry = manifest["traits"][trait]["corpus"]
         print(f"{trait} (corpus): {entry['high']['neurons']} high / {entry['low']['neurons']} low neurons, "
@@ -122,7 +132,8 @@ def cmd_build_profiles(args) -> int:
 
     --source generated (the paper's way): identification on the persona bank's search questions, writing
     profiles/<model>/<Trait>_<pole>.json and the persona-prompted answers under answers/. --source corpus: from the
-    model reading the corpus's train split, writing profiles/<model>/<Trait>_<pole>.corpus.json."""
+    model reading the corpus's train split, writing profiles/<model>/<Trait>_<pole>.corpus.json. Runs under torchrun
+    or accelerate launch as identify does."""
     from ..build import build_profiles
 
     lm = load(args)
@@ -131,12 +142,16 @@ def cmd_build_profiles(args) -> int:
         _build_corpus_profiles(args, lm, folder)
     else:
         manifest = build_profiles(lm, folder, args.traits, decoding=_decoding(args), batch_size=args.batch_size,
-                                  seed=args.seed, selection=_selection(args), limit=args.limit, progress=progress())
+                                  seed=args.seed, selection=_selection(args), limit=args.limit,
+                                  progress=progress(args.world), world=args.world)
+        if not args.world.writer:  # every rank holds the result; rank 0 wrote it
+            return 0
         for trait in args.traits:
             entry = manifest["traits"][trait]
             print(f"{trait}: {entry['high']['neurons']} high / {entry['low']['neurons']} low neurons, "
                   f"{entry['seconds']:.0f} s")
-    print(f"{folder / 'manifest.json'}")
+    if args.world.writer:
+        print(f"{folder / 'manifest.json'}")
     return 0
 
 

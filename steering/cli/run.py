@@ -100,9 +100,14 @@ def cmd_evaluate(args) -> int:
     PERSONA_STUDIO_JUDGE_API_KEY (or OPENAI_API_KEY); replies are cached in OUT/judge-cache.jsonl.
 
     --questions is a PersonalityBench JSONL file; rows with a "trait" field count for that trait only, rows without
-    for every trait. Without --questions, each trait's development questions from the persona bank."""
+    for every trait. Without --questions, each trait's development questions from the persona bank.
+
+    Shared out over processes, unchanged: `torchrun --nproc-per-node N -m steering evaluate ...` (or accelerate
+    launch): each process makes its share of the answers (and, with the offline judge, of the judgments); rank 0
+    writes every file, holding what one process would write."""
     from ..evaluation.evaluate import Plan, generate_answers, joined, judge_answers, run_settings, write_outputs
-    from ..evaluation.judges import make_judge
+    from ..engine.world import World
+    from ..evaluation.judges import OfflineJudge, make_judge
     from ..fileio import write_text_atomic
 
     plan = Plan(tuple(args.methods), tuple(args.traits), tuple(args.strengths), args.seed, args.max_new_tokens,
@@ -114,11 +119,19 @@ def cmd_evaluate(args) -> int:
     lm = load(args)
     if judge is None:
         judge = make_judge(args.judge, lm)
-    answers = generate_answers(lm, plan, questions, out, args.batch_size, progress(),
-                               Path(args.profiles) if args.profiles else None)
-    settings = run_settings(plan, lm.name, judge, questions, answers)
-    write_text_atomic(out / "run.json", json.dumps(settings, indent=1) + "\n")
-    judgments = judge_answers(judge, answers, out, progress=progress())
+    world = args.world
+    answers = generate_answers(lm, plan, questions, out, args.batch_size, progress(world),
+                               Path(args.profiles) if args.profiles else None, world=world)
+    if not isinstance(judge, OfflineJudge):  # an endpoint's judge is asked from rank 0 alone (one reply cache)
+        if not world.writer:
+            return 0
+        world = World()
+    if world.writer:
+        settings = run_settings(plan, lm.name, judge, questions, answers)
+        write_text_atomic(out / "run.json", json.dumps(settings, indent=1) + "\n")
+    judgments = judge_answers(judge, answers, out, progress=progress(world), world=world)
+    if not world.writer:
+        return 0
     table = write_outputs(joined(answers, judgments), out, judge.name, judge.scales.describe())
     print((out / "table.md").read_text())
     print((out / "pairs.md").read_text())

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..engine.models import LoadedModel
+from ..engine.world import World
 from ..fileio import append_jsonl, read_jsonl
 from ..methods.dispatch import answer_rows, unavailable
 from ..traits import POLES
@@ -34,25 +35,31 @@ __all__ = ["ANSWERS", "JOINED", "Plan", "Variant", "frame_from_files", "generate
 ANSWERS = "answers.jsonl"
 
 
-def _batches(todo: list[dict], batch_size: int, progress: Callable | None, desc: str) -> Iterator[list[dict]]:
-    """`todo` in chunks of `batch_size`, with a progress bar (when `progress` is given and there is work) that
-    steps by a chunk once the caller is done with it."""
-    bar = progress(total=len(todo), desc=desc) if progress and todo else None
+def _rounds(todo: list[dict], batch_size: int, world: World, progress: Callable | None,
+            desc: str) -> Iterator[list[dict]]:
+    """`todo` in chunks of `batch_size`, dealt out in rounds of one chunk per rank: this rank's chunk of each round
+    ([] when none is left for it; in one process, every chunk in turn). A progress bar (when `progress` is given,
+    there is work and this rank writes) steps by the round once the caller is done with it."""
+    chunks = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    bar = progress(total=len(todo), desc=desc) if progress and todo and world.writer else None
     try:
-        for i in range(0, len(todo), batch_size):
-            chunk = todo[i:i + batch_size]
+        for chunk, n in world.rounds(chunks):
             yield chunk
             if bar:
-                bar.update(len(chunk))
+                bar.update(n)
     finally:
         if bar:
             bar.close()
 
 
 def generate_answers(lm: LoadedModel, plan: Plan, questions: dict[str, list[str]], out: Path,
-                     batch_size: int = 16, progress: Callable | None = None, profiles: Path | None = None) -> list[dict]:
+                     batch_size: int = 16, progress: Callable | None = None, profiles: Path | None = None,
+                     world: World = World()) -> list[dict]:
     """Answer every planned row that answers.jsonl does not hold yet, in mixed batches (rows of different methods
-    and strengths share a generate call); return all the plan's answers."""
+    and strengths share a generate call); return all the plan's answers.
+
+    Under a launcher (`world`), each rank answers its chunks of each round, the round's rows are gathered to every
+    rank and rank 0 appends them: the file holds what one process would write, batch for batch."""
     missing = sorted({why for trait in plan.traits for pole in POLES for v in plan.variants()
                       if (why := unavailable(lm, v.method, trait, pole, profiles, v.source))})
     if missing:  # fail before generating (or creating) anything, with every missing artefact at once, on one line
@@ -63,15 +70,16 @@ def generate_answers(lm: LoadedModel, plan: Plan, questions: dict[str, list[str]
     rows = plan_rows(plan, questions, lm.name, lambda v, t, p: resolve(lm, v, t, p, profiles))
     todo = list({r["key"]: r for r in rows if r["key"] not in done}.values())
     decoding = plan.decoding()
-    for chunk in _batches(todo, batch_size, progress, "answers"):
+    for chunk in _rounds(todo, batch_size, world, progress, "answers"):
         requests = [(Variant.parse(r["resolved"]).request(r["trait"], r["pole"], r["seed"]), r["question"])
                     for r in chunk]
-        written = []
-        for row, (ans, params) in zip(chunk, answer_rows(lm, requests, decoding, profiles)):
-            written.append({**row, "answer": ans.text, "n_tokens": ans.n_tokens, "finished": ans.finished,
-                            "params": params, "model": lm.name, "max_new_tokens": plan.max_new_tokens})
-            done[row["key"]] = written[-1]
-        append_jsonl(path, written)
+        written = [{**row, "answer": ans.text, "n_tokens": ans.n_tokens, "finished": ans.finished, "params": params,
+                    "model": lm.name, "max_new_tokens": plan.max_new_tokens}
+                   for row, (ans, params) in zip(chunk, answer_rows(lm, requests, decoding, profiles) if chunk else [])]
+        written = world.gather(written)
+        done.update((row["key"], row) for row in written)
+        if world.writer:
+            append_jsonl(path, written)
     return [{**done[r["key"]], **{k: r[k] for k in ("method", "variant", "resolved", "strength")}} for r in rows]
 
 
@@ -87,17 +95,20 @@ def _failed(row: dict) -> bool:
 
 
 def judge_answers(judge: Judge, answers: list[dict], out: Path, batch_size: int = 32,
-                  progress: Callable | None = None) -> list[dict]:
-    """Judge every answer not judged yet by this judge; return the judgments of `answers`, in order."""
+                  progress: Callable | None = None, world: World = World()) -> list[dict]:
+    """Judge every answer not judged yet by this judge; return the judgments of `answers`, in order. Under a
+    launcher (`world`), the ranks share the chunks as `generate_answers` does and rank 0 appends."""
     path = judgments_path(out, judge.name)
     # a judgment that failed (endpoint down, retries spent) is not done: a rerun asks again
     done = {r["key"]: r for r in read_jsonl(path) if not _failed(r)}
     todo = [a for a in answers if a["key"] not in done]
-    for chunk in _batches(todo, batch_size, progress, f"judging ({judge.name})"):
+    for chunk in _rounds(todo, batch_size, world, progress, f"judging ({judge.name})"):
         items = [JudgeItem(a["question"], a["answer"], a["trait"], a["pole"]) for a in chunk]
         rows = [{"key": a["key"], "judge": judge.name, "trait_score": j.trait_score, "fluency_score": j.fluency_score,
-                 "detail": j.detail} for a, j in zip(chunk, judge.judge(items))]
-        append_jsonl(path, rows)
+                 "detail": j.detail} for a, j in zip(chunk, judge.judge(items) if items else [])]
+        rows = world.gather(rows)
+        if world.writer:
+            append_jsonl(path, rows)
         done.update({r["key"]: r for r in rows})
     return [done[a["key"]] for a in answers]
 

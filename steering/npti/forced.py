@@ -19,6 +19,7 @@ import torch
 
 from ..engine.hooks import hook_scope
 from ..engine.models import LoadedModel
+from ..engine.world import World
 from ..methods.prompts import plain_chat
 from .record import ActivationStats, Bins
 from ..engine.sites import residual_modules
@@ -56,10 +57,11 @@ def encode_forced(lm: LoadedModel, examples: Sequence[tuple[str, str]], max_answ
     return ForcedBatch(ids, mask, answer)
 
 
-def _batches(examples: Sequence, batch_size: int, progress: Callable | None, desc: str):
+def _batches(examples: Sequence, batch_size: int, progress: Callable | None, desc: str, world: World = World()):
+    """The examples in batches, this rank's share of them (all of them in one process)."""
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
-    chunks = [examples[i:i + batch_size] for i in range(0, len(examples), batch_size)]
+    chunks = world.share([examples[i:i + batch_size] for i in range(0, len(examples), batch_size)])
     return progress(chunks, desc=desc) if progress else chunks
 
 
@@ -73,7 +75,7 @@ def _forward(lm: LoadedModel, batch: ForcedBatch) -> None:
 
 
 def _read_answers(lm: LoadedModel, modules: Sequence, examples: Sequence[tuple[str, str]], batch_size: int,
-                  progress: Callable | None, desc: str):
+                  progress: Callable | None, desc: str, world: World = World()):
     """Teacher-force the examples batch by batch with a hook on each of `modules` (one per layer); yield each batch
     and the modules' outputs at its answer positions, [k answer tokens, layers, width], row-major."""
     seen: list[torch.Tensor | None] = [None] * len(modules)
@@ -86,7 +88,7 @@ def _read_answers(lm: LoadedModel, modules: Sequence, examples: Sequence[tuple[s
     with hook_scope() as handles:
         for layer, module in enumerate(modules):
             handles.append(module.register_forward_hook(make_hook(layer)))
-        for chunk in _batches(list(examples), batch_size, progress, desc):
+        for chunk in _batches(list(examples), batch_size, progress, desc, world):
             batch = encode_forced(lm, chunk)
             _forward(lm, batch)
             where = batch.answer.to(lm.device)
@@ -96,13 +98,15 @@ def _read_answers(lm: LoadedModel, modules: Sequence, examples: Sequence[tuple[s
 
 def record_forced(lm: LoadedModel, examples: Sequence[tuple[str, str]], *, batch_size: int = 8, bins: Bins = Bins(),
                   stats: ActivationStats | None = None, progress: Callable | None = None,
-                  desc: str = "reading") -> ActivationStats:
-    """Neuron firing and value histograms over the answers' tokens, read with teacher forcing."""
+                  desc: str = "reading", world: World = World()) -> ActivationStats:
+    """Neuron firing and value histograms over the answers' tokens, read with teacher forcing. Under a launcher
+    (`world`), each rank reads its share of the batches and the counts are summed over the ranks (a `stats` passed
+    in must then hold this rank's counts only)."""
     stats = stats or ActivationStats(lm.sites.n_layers, lm.sites.width, bins)
-    for batch, values in _read_answers(lm, lm.sites.modules, examples, batch_size, progress, desc):
+    for batch, values in _read_answers(lm, lm.sites.modules, examples, batch_size, progress, desc, world):
         stats.add_values(values.float().cpu())
         stats.row_tokens.extend(batch.answer.sum(1).tolist())
-    return stats
+    return world.sum_stats(stats)
 
 
 @dataclass

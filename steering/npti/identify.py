@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -20,6 +19,7 @@ import torch
 from ..fileio import atomic_writer
 from ..engine.generation import Decoding, eos_ids, generate_chats
 from ..engine.models import LoadedModel
+from ..engine.world import World
 from .profile import NeuronProfile
 from ..methods.prompts import persona_chat
 from .record import ActivationStats, Bins, record_activations
@@ -42,14 +42,16 @@ class Identification:
     answers: list[dict]
 
 
-def select(stats: ActivationStats, other: ActivationStats, selection: Selection = Selection()) -> dict:
-    """The neurons of `stats`'s pole by the paper's rule, as profile columns (layer, index, diff, prob, p95)."""
+def select(stats: ActivationStats, other: ActivationStats, selection: Selection = Selection(),
+           p95: torch.Tensor | None = None) -> dict:
+    """The neurons of `stats`'s pole by the paper's rule, as profile columns (layer, index, diff, prob, p95); pass
+    `p95` when `stats.quantile(0.95)` is already at hand."""
     prob, prob_other = stats.firing_probability(), other.firing_probability()
     diff = (prob - prob_other).reshape(-1)
     order = torch.argsort(diff, descending=True, stable=True)
     ranked = diff[order]
     keep = order[(torch.arange(len(order)) < selection.top_k) | (ranked >= selection.min_diff)]
-    p95 = stats.quantile(0.95).reshape(-1)
+    p95 = (stats.quantile(0.95) if p95 is None else p95).reshape(-1)
     width = stats.width
     return {"layer": (keep // width).numpy(), "index": (keep % width).numpy(), "diff": diff[keep].numpy(),
             "prob": prob.reshape(-1)[keep].numpy(), "p95": p95[keep].numpy()}
@@ -58,13 +60,15 @@ def select(stats: ActivationStats, other: ActivationStats, selection: Selection 
 def identify(lm: LoadedModel, trait: str, questions: Sequence[str], descriptions: dict[str, Sequence[str]], *,
              decoding: Decoding = Decoding(), batch_size: int = 8, seed: int = 0, bins: Bins = Bins(),
              selection: Selection = Selection(), answers_path: str | Path | None = None,
-             progress: Callable | None = None) -> Identification:
+             progress: Callable | None = None, world: World = World()) -> Identification:
     """Run identification for one trait and return both poles' profiles, the raw stats and every
     persona-prompted answer (also written to `answers_path` as JSONL when given: they are fine-tuning data). The
     answers file is replaced only when identification finishes: a run that fails or is interrupted leaves an
     earlier file there as it was.
 
-    `progress` wraps an iterable (e.g. tqdm) to show progress."""
+    `progress` wraps an iterable (e.g. tqdm) to show progress. Under a launcher (`world`), each rank answers its
+    share of the batches, the counts are summed over the ranks and every rank returns the same result, that of one
+    process; only rank 0 writes the answers file."""
     trait = check_trait(trait)
     if not questions:
         raise ValueError("identification needs at least one question")
@@ -77,21 +81,22 @@ def identify(lm: LoadedModel, trait: str, questions: Sequence[str], descriptions
     eos = eos_ids(lm)
     stats: dict[str, ActivationStats] = {}
     answers: list[dict] = []
-    with atomic_writer(answers_path) if answers_path else nullcontext() as out:
-        for pole in POLES:
-            batches = [list(range(i, min(i + batch_size, len(questions)))) for i in range(0, len(questions), batch_size)]
-            chosen = [rng.randrange(len(descriptions[pole])) for _ in questions]
-            it = progress(batches, desc=f"{trait} {pole}") if progress else batches
-            with record_activations(lm, eos, bins) as pole_stats:
-                for batch in it:
-                    chats = [persona_chat(descriptions[pole][chosen[i]], questions[i]) for i in batch]
-                    for i, answer in zip(batch, generate_chats(lm, chats, decoding)):
-                        row = {"trait": trait, "pole": pole, "question": questions[i], "description": chosen[i],
-                               "answer": answer.text, "n_tokens": answer.n_tokens, "finished": answer.finished}
-                        answers.append(row)
-                        if out:
-                            out.write(json.dumps(row) + "\n")
-            stats[pole] = pole_stats
+    batches = [list(range(i, min(i + batch_size, len(questions)))) for i in range(0, len(questions), batch_size)]
+    for pole in POLES:
+        chosen = [rng.randrange(len(descriptions[pole])) for _ in questions]  # on every rank, for every question
+        mine = world.share(batches)
+        made: list[list[dict]] = []
+        with record_activations(lm, eos, bins) as pole_stats:
+            for batch in progress(mine, desc=f"{trait} {pole}") if progress else mine:
+                chats = [persona_chat(descriptions[pole][chosen[i]], questions[i]) for i in batch]
+                made.append([{"trait": trait, "pole": pole, "question": questions[i], "description": chosen[i],
+                              "answer": answer.text, "n_tokens": answer.n_tokens, "finished": answer.finished}
+                             for i, answer in zip(batch, generate_chats(lm, chats, decoding))])
+        stats[pole] = world.sum_stats(pole_stats)
+        answers.extend(row for chunk in world.interleave(made) for row in chunk)
+    if answers_path and world.writer:
+        with atomic_writer(answers_path) as out:
+            out.writelines(json.dumps(row) + "\n" for row in answers)
     meta = {"source": "generated", "selection": asdict(selection), "bins": asdict(bins), "decoding": asdict(decoding),
             "seed": seed, "questions": len(questions)}
     return _identification(lm, trait, stats, selection, meta, answers)
@@ -101,19 +106,21 @@ def _identification(lm: LoadedModel, trait: str, stats: dict[str, ActivationStat
                     meta: dict, answers: list[dict]) -> Identification:
     profiles = {}
     for pole in POLES:
-        columns = select(stats[pole], stats[opposite(pole)], selection)
+        p95 = stats[pole].quantile(0.95)  # once: it reads the whole histogram
+        columns = select(stats[pole], stats[opposite(pole)], selection, p95)
         profiles[pole] = NeuronProfile(trait, pole, lm.identity, **columns, meta={
             **meta, "tokens": stats[pole].n_tokens, "tokens_other_pole": stats[opposite(pole)].n_tokens,
-            "p95_beyond_bins": int(stats[pole].clipped().sum())})
+            "p95_beyond_bins": int((p95 >= stats[pole].bins.high).sum())})
     return Identification(profiles["high"], profiles["low"], stats, answers)
 
 
 def identify_corpus(lm: LoadedModel, trait: str, pairs: Sequence[tuple[str, str, str]], *, batch_size: int = 8,
                     bins: Bins = Bins(), selection: Selection = Selection(),
-                    progress: Callable | None = None) -> Identification:
+                    progress: Callable | None = None, world: World = World()) -> Identification:
     """Identification from the corpus: record neuron firing while the model READS each pole's answers (teacher
     forcing: the question as the user turn, no system prompt, the answer as the assistant turn; the answer's tokens
-    only), then the same selection rule. `pairs` are (question, high answer, low answer)."""
+    only), then the same selection rule. `pairs` are (question, high answer, low answer). Under a launcher
+    (`world`), each rank reads its share of the batches and the counts are summed over the ranks."""
     from .forced import record_forced
 
     trait = check_trait(trait)
@@ -121,7 +128,7 @@ def identify_corpus(lm: LoadedModel, trait: str, pairs: Sequence[tuple[str, str,
         if not [p for p in pairs if p[k].strip()]:
             raise ValueError(f"the corpus has no {pole}-pole answers for {trait}: identification needs both poles")
     stats = {pole: record_forced(lm, [(p[0], p[k]) for p in pairs if p[k].strip()], batch_size=batch_size,
-                                 bins=bins, progress=progress, desc=f"{trait} {pole} (reading)")
+                                 bins=bins, progress=progress, desc=f"{trait} {pole} (reading)", world=world)
              for pole, k in (("high", 1), ("low", 2))}
     meta = {"source": "corpus", "selection": asdict(selection), "bins": asdict(bins), "pairs": len(pairs)}
     return _identification(lm, trait, stats, selection, meta, [])

@@ -1,0 +1,164 @@
+"""Identification and evaluation shared out over processes: the very commands, started by torchrun as 2 CPU
+processes (gloo) on a tiny random model, write what one process writes — profiles neuron for neuron and value for
+value, the same answers and judgments — and rank 0 alone writes them. Plus the World's own rules, in one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import tiny_model, tiny_tokenizer
+
+from steering.cli import main
+from steering.engine.world import World, launched
+from steering.npti.record import ActivationStats
+
+ROOT = Path(__file__).resolve().parent.parent
+QUESTIONS = ["what do you do at a party?", "how was your weekend?", "what makes a good day?", "how do you relax?",
+             "what would you do with a free afternoon?", "what do you think of surprises?", "how do you plan a trip?"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A tiny saved model, seven questions and descriptions of both poles."""
+    root = tmp_path_factory.mktemp("distributed")
+    model = root / "tiny-llama"
+    tiny_model("llama").model.save_pretrained(model)
+    tiny_tokenizer().save_pretrained(model)
+    questions = root / "q.jsonl"
+    questions.write_text("".join(json.dumps({"question": q}) + "\n" for q in QUESTIONS))
+    descriptions = root / "d.json"
+    descriptions.write_text(json.dumps({"high": ["you love parties.", "you talk to everyone."],
+                                        "low": ["you like quiet.", "you keep to yourself.", "you read alone."]}))
+    return {"root": root, "model": model, "questions": questions, "descriptions": descriptions}
+
+
+@contextmanager
+def one_thread():
+    """The reference run on one thread, as each launched process runs (torchrun sets OMP_NUM_THREADS=1)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def torchrun(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc-per-node N -m steering ARGS` (torchrun is torch.distributed.run)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("WORLD_SIZE", None)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           f"--nproc-per-node={processes}", "-m", "steering", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def model_args(files) -> list[str]:
+    return ["--model", str(files["model"]), "--quantization", "none", "--batch-size", "2"]
+
+
+def test_sharded_identification_writes_the_single_process_profiles_and_answers(files):
+    args = [*model_args(files), "--trait", "Extraversion", "--questions", str(files["questions"]),
+            "--descriptions", str(files["descriptions"]), "--max-new-tokens", "6", "--top-k", "20", "--seed", "3"]
+    one, two = files["root"] / "one", files["root"] / "two"
+    with one_thread():
+        assert main(["identify", *args, "--out", str(one)]) == 0
+    done = torchrun("identify", *args, "--out", str(two))
+    assert done.stdout.count("Extraversion_high.json") == 1  # rank 0 alone reports (and writes)
+    for name in ("Extraversion_high.json", "Extraversion_low.json"):
+        single, sharded = json.loads((one / name).read_text()), json.loads((two / name).read_text())
+        assert sharded == single  # neuron for neuron, value for value, and the same meta (token counts included)
+        assert len(single["neurons"]["layer"]) >= 20
+    answers = (one / "answers" / "Extraversion.jsonl").read_text().splitlines()
+    assert len(answers) == 2 * len(QUESTIONS)
+    assert (two / "answers" / "Extraversion.jsonl").read_text().splitlines() == answers
+    assert sorted(p.name for p in two.rglob("*")) == sorted(p.name for p in one.rglob("*"))  # no stray files
+
+
+def test_sharded_corpus_profiles_equal_the_single_process_ones(files):
+    args = [*model_args(files), "--source", "corpus", "--traits", "Agreeableness", "--limit", "9", "--top-k", "20"]
+    one, two = files["root"] / "corpus-one", files["root"] / "corpus-two"
+    with one_thread():
+        assert main(["build-profiles", *args, "--out", str(one)]) == 0
+    torchrun("build-profiles", *args, "--out", str(two))
+    for name in ("Agreeableness_high.corpus.json", "Agreeableness_low.corpus.json"):
+        assert json.loads((two / name).read_text()) == json.loads((one / name).read_text())
+    manifests = [json.loads((folder / "manifest.json").read_text())["traits"]["Agreeableness"]["corpus"]
+                 for folder in (one, two)]
+    assert [m["environment"]["processes"] for m in manifests] == [1, 2]
+    for m in manifests:
+        del m["seconds"], m["environment"], m["command"]
+    assert manifests[0] == manifests[1]
+
+
+def test_sharded_evaluation_writes_the_single_process_answers_and_judgments(files):
+    profiles = files["root"] / "one"  # the profiles the identification test wrote
+    if not (profiles / "Extraversion_high.json").is_file():
+        with one_thread():
+            assert main(["identify", *model_args(files), "--trait", "Extraversion", "--questions",
+                         str(files["questions"]), "--descriptions", str(files["descriptions"]), "--max-new-tokens",
+                         "6", "--top-k", "20", "--out", str(profiles)]) == 0
+    args = [*model_args(files), "--questions", str(files["questions"]), "--traits", "Extraversion", "--methods",
+            "base", "simple", "npti", "--strengths", "0.5", "1", "--max-new-tokens", "5", "--sample",
+            "--profiles", str(profiles), "--judge", "offline"]
+    one, two = files["root"] / "eval-one", files["root"] / "eval-two"
+    with one_thread():
+        assert main(["evaluate", *args, "--out", str(one)]) == 0
+    done = torchrun("evaluate", *args, "--out", str(two))
+    assert done.stdout.count("table of") == 1
+    # 2 poles x (base + simple + npti at 2 strengths) x 7 questions, in batches of 2 over 2 ranks
+    for name in ("answers.jsonl", "judgments-offline-judge.jsonl"):
+        single = sorted((one / name).read_text().splitlines())
+        assert len(single) == 56 and sorted((two / name).read_text().splitlines()) == single, name
+    for name in ("run.json", "table.csv", "pairs.csv"):
+        assert (two / name).read_text() == (one / name).read_text(), name
+
+
+def test_a_command_that_runs_in_one_process_refuses_a_launcher(files):
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           "-m", "steering", "generate", *model_args(files), "--questions", str(files["questions"]),
+                           "--method", "base", "--trait", "Extraversion", "--pole", "high",
+                           "--out", str(files["root"] / "gen.jsonl")],
+                          cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "error: generate runs in one process: start it without a launcher" in done.stderr
+    assert not (files["root"] / "gen.jsonl").exists()
+
+
+# -- the World in one process -----------------------------------------------------------------------------------
+
+def test_one_process_is_a_world_of_one_that_calls_nothing_of_torch_distributed(monkeypatch):
+    import torch.distributed as dist
+
+    with launched("cpu", env={}) as world:
+        assert world == World() and world.writer
+    for name in ("all_reduce", "all_gather_object", "init_process_group"):
+        monkeypatch.setattr(dist, name, lambda *a, **k: pytest.fail(f"{name} called"))
+    stats = ActivationStats(2, 3)
+    stats.add_values(torch.tensor([[[1.0, -1.0, 2.0], [0.5, 0.0, 3.0]]]))
+    fire, hist = stats.fire.clone(), stats.hist.clone()
+    assert World().sum_stats(stats) is stats and torch.equal(stats.fire, fire) and torch.equal(stats.hist, hist)
+    assert World().gather([1, 2]) == [1, 2] and World().share([1, 2, 3]) == [1, 2, 3]
+
+
+def test_chunks_are_dealt_round_robin_in_rounds_every_rank_sees():
+    chunks = [[0, 1], [2, 3], [4, 5], [6]]
+    assert World(0, 3).share(chunks) == [[0, 1], [6]] and World(2, 3).share(chunks) == [[4, 5]]
+    assert list(World(1, 3).rounds(chunks)) == [([2, 3], 6), ([], 1)]
+    assert list(World(0, 3).rounds(chunks)) == [([0, 1], 6), ([6], 1)]
+    assert list(World().rounds(chunks)) == [(c, len(c)) for c in chunks]
+
+
+def test_a_bad_world_size_is_one_line():
+    with pytest.raises(ValueError, match="WORLD_SIZE must be a whole number"):
+        with launched("cpu", env={"WORLD_SIZE": "two"}):
+            pass
