@@ -158,7 +158,12 @@ def test_chunks_are_dealt_round_robin_in_rounds_every_rank_sees():
     assert list(World().rounds(chunks)) == [(c, len(c)) for c in chunks]
 
 
-def test_a_bad_world_size_is_one_line():
+def test_a_bad_world_size_is_one_line(files, monkeypatch, capsys):
     with pytest.raises(ValueError, match="WORLD_SIZE must be a whole number"):
         with launched("cpu", env={"WORLD_SIZE": "two"}):
             pass
+    monkeypatch.setenv("WORLD_SIZE", "0")
+    assert main(["identify", *model_args(files), "--trait", "Openness", "--questions", str(files["questions"]),
+                 "--descriptions", str(files["descriptions"]), "--out", str(files["root"] / "never")]) == 2
+    assert capsys.readouterr().err == "error: WORLD_SIZE must be at least 1, got 0\n"
+    assert not (files["root"] / "never").exists()
