@@ -188,7 +188,8 @@ def open_store(settings: Settings):
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
         raise ValueError(f"{where}: {exc}") from None
     except (SQLAlchemyError, OSError, SchemaTooNew, StoreBusy) as exc:
-        reason = getattr(exc, "orig", None) or getattr(exc, "strerror", None) or exc
+        reason = (getattr(exc, "orig", None) or getattr(exc.__cause__, "orig", None) or getattr(exc, "strerror", None)
+                  or exc)
         raise ValueError(f"{where}: cannot open the database ({' '.join(str(reason).split())})") from None
 
 

@@ -17,6 +17,7 @@ option `db.migrate.BEGIN_OPTION`, which the store's write transactions and the m
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import time
@@ -38,10 +39,14 @@ DB_FILENAME = "studio.sqlite"
 DEFAULT_BUSY_TIMEOUT_MS = 15_000
 
 MSG_BUSY = "the database is busy (another writer holds it); nothing was saved — submit again"
+MSG_UNAVAILABLE = "the database cannot be reached right now; nothing was saved — try again in a moment"
 
 
 class StoreBusy(RuntimeError):
-    """SQLite stayed locked past the busy timeout. The transaction rolled back, so nothing was saved: retry."""
+    """The database could not serve the request now: SQLite stayed locked past the busy timeout, or the database
+    failed in operation (a PostgreSQL server down or restarting, a connection dropped: the driver's
+    OperationalError). The transaction rolled back, so nothing was saved: retry. The original error is the
+    exception's `__cause__` (and is logged: its text may name hosts, so it is not in the message)."""
 
 
 def default_url() -> str:
@@ -121,13 +126,17 @@ def _enable_wal(cursor: sqlite3.Cursor, timeout_s: float) -> None:
 
 
 @contextmanager
-def translate_busy() -> Iterator[None]:
-    """Turn SQLite's "database is locked" (after the busy timeout) into `StoreBusy`; the caller's transaction
-    has already rolled back when this runs, which is why the message can promise nothing was saved."""
+def translate_busy(log: bool = True) -> Iterator[None]:
+    """Turn the driver's OperationalError into `StoreBusy`: SQLite's "database is locked" (after the busy timeout)
+    as busy, anything else (a server down, a dropped connection) as unreachable, logged with its own text unless
+    `log` is false (opening a store: whoever opens it reports the cause). The caller's transaction has already rolled
+    back when this runs, which is why the message can promise nothing was saved."""
     try:
         yield
     except OperationalError as err:
         text = str(err.orig).lower()
         if "locked" in text or "busy" in text:
             raise StoreBusy(MSG_BUSY) from err
-        raise
+        if log:
+            logging.getLogger(__name__).warning("database unavailable: %s", " ".join(str(err.orig).split()))
+        raise StoreBusy(MSG_UNAVAILABLE) from err

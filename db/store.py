@@ -67,7 +67,7 @@ class Store:
         # (`counts`) would mix what was committed between them. REPEATABLE READ keeps one snapshot per transaction, and
         # a transaction that only reads never fails to serialise there. SQLite's read transaction is one snapshot.
         self._read_options = {"isolation_level": "REPEATABLE READ"} if parsed.get_backend_name() == "postgresql" else {}
-        with translate_busy():
+        with translate_busy(log=False):  # the cause is the exception's; app.py names it in its one line
             upgrade(self._engine)
 
     @property

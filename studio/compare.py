@@ -72,7 +72,7 @@ def _finished(result: CompareResult) -> list:
     outs = [gr.update(visible=m in by) for m in METHODS]
     for shown in SHOWN:
         outs += [gr.update(value=shown(by[m])) if m in by else gr.update() for m in METHODS]
-    saved = "" if result.round_id else " (not saved: the database was busy)"
+    saved = "" if result.round_id else " (not saved: the database did not answer)"
     outs.append(f"{len([c for c in result.columns if c.text is not None])} answers in one batch, "
                 f"{result.seconds:.1f} s{saved}")
     return outs

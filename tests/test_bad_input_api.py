@@ -204,3 +204,28 @@ def test_limits_refuse_with_429_and_retry_after(tmp_path):
             assert len(calls) == generated  # refused before anything was generated
             for expect in (200, 200, 429):
                 assert request(base, "POST", "/api/compare", _compare())[0] == expect
+
+
+def test_a_database_that_went_away_is_a_503_with_retry_after_not_a_500(tmp_path, postgres_cluster, caplog):
+    """A PostgreSQL database dropped under a running studio (its connections cut, reconnecting refused) is what a
+    server down or restarting looks like to the app: every API call that needs the database answers 503 with
+    Retry-After and one line, and the driver's own words go to the log only."""
+    lm, shipped = tiny_shipped(tmp_path, adapter_pole="low")
+    url = postgres_cluster.create_database()
+    store = Store(url)
+    try:
+        studio = Studio(lm, store, Decoding(max_new_tokens=4, do_sample=True), profiles=shipped, admin_token=TOKEN)
+        rater = studio.new_rater()
+        with serve(create_app(studio)) as base:
+            assert request(base, "GET", f"/api/raters/{rater}")[0] == 200
+            postgres_cluster.drop_database(url)
+            for method, path, body in (("POST", "/api/raters", b"{}"), ("GET", f"/api/raters/{rater}", None),
+                                       ("POST", "/api/blind/rounds", _round(rater=rater, mode="quick")),
+                                       ("GET", f"/api/ratings.csv?token={TOKEN}", None)):
+                status, reply, headers = request(base, method, path, body)
+                assert (status, reply.get("error")) == (503, "the database cannot be reached right now; nothing was "
+                                                             "saved — try again in a moment"), (path, reply)
+                assert int(headers["retry-after"]) > 0
+        assert "database unavailable" in caplog.text and "does not exist" in caplog.text
+    finally:
+        store.close()

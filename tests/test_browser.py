@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -162,6 +163,22 @@ def _network_texts(responses) -> str:
     return "\n".join(texts)
 
 
+@contextmanager
+def _page_says(page, *ids: str):
+    """On a failed check inside the block, add what the page's own lines said (its warnings, its counts) to the
+    failure: a check that failed once in a combined run could not say why."""
+    try:
+        yield
+    except AssertionError as exc:
+        said = {}
+        for name in ids:
+            try:
+                said[name] = page.locator(f"#{name}").inner_text(timeout=1000)
+            except Exception as why:  # noqa: BLE001 - the element itself may be what is missing
+                said[name] = f"<unreadable: {type(why).__name__}>"
+        raise AssertionError(f"{exc}\nthe page said: {said}") from exc
+
+
 def test_blind_rating_flows_in_a_browser(browser, tmp_path):
     """Quick votes take one click and the next pair follows; the rater survives a reload; in the main page's Blind
     tab the frame grows with the round (no scrollbar inside), errors show next to Submit and the reveal is
@@ -183,17 +200,18 @@ def test_blind_rating_flows_in_a_browser(browser, tmp_path):
         assert rater
         with urllib.request.urlopen(base + "/blind/config") as r:
             assert _method_names_in(r.read().decode()) == []
-        # quick vote: one click, the next pair appears
-        page.locator("#blind-start").click()
-        first = page.locator(".quick-answer textarea").first
-        expect(first).not_to_have_value("", timeout=60_000)
-        pair = [t.input_value() for t in page.locator(".quick-answer textarea").all()]
-        assert _method_names_in(page.content()) == [] and _method_names_in(_network_texts(responses)) == []
-        page.locator("#quick-a").click()
-        expect(page.locator("#blind-reveal")).to_contain_text("The last pair was", timeout=30_000)
-        expect(page.locator("#blind-count")).to_contain_text("You have rated 1 round")
-        expect(page.locator("#quick-a")).to_be_visible(timeout=60_000)
-        expect(first).not_to_have_value(pair[0])
+        with _page_says(page, "blind-error", "blind-count", "blind-reveal"):
+            # quick vote: one click, the next pair appears
+            page.locator("#blind-start").click()
+            first = page.locator(".quick-answer textarea").first
+            expect(first).not_to_have_value("", timeout=60_000)
+            pair = [t.input_value() for t in page.locator(".quick-answer textarea").all()]
+            assert _method_names_in(page.content()) == [] and _method_names_in(_network_texts(responses)) == []
+            page.locator("#quick-a").click()
+            expect(page.locator("#blind-reveal")).to_contain_text("The last pair was", timeout=30_000)
+            expect(page.locator("#blind-count")).to_contain_text("You have rated 1 round")
+            expect(page.locator("#quick-a")).to_be_visible(timeout=60_000)
+            expect(first).not_to_have_value(pair[0])
         assert studio.store.counts()["votes"] == 1 and studio.store.counts()["blind_rounds"] == 2
         # a reload keeps the rater (one person, one rater)
         page.reload()

@@ -57,7 +57,8 @@ class World:
         per round (`gather`) meets on every rank."""
         for start in range(0, len(chunks), self.size):
             mine = start + self.rank
-            yield (list(chunks[mine]) if mine < len(chunks) else []), sum(len(c) for c in chunks[start:start + self.size])
+            whole = sum(len(c) for c in chunks[start:start + self.size])
+            yield (list(chunks[mine]) if mine < len(chunks) else []), whole
 
     def gather(self, items: list[T]) -> list[T]:
         """Every rank's `items`, concatenated in rank order, on every rank (pickled: rows, not tensors)."""
