@@ -83,20 +83,34 @@ def test_sharded_identification_writes_the_single_process_profiles_and_answers(f
     assert sorted(p.name for p in two.rglob("*")) == sorted(p.name for p in one.rglob("*"))  # no stray files
 
 
-def test_sharded_corpus_profiles_equal_the_single_process_ones(files):
-    args = [*model_args(files), "--source", "corpus", "--traits", "Agreeableness", "--limit", "9", "--top-k", "20"]
-    one, two = files["root"] / "corpus-one", files["root"] / "corpus-two"
+@pytest.mark.parametrize("source", ["corpus", "generated"])
+def test_sharded_build_profiles_equals_the_single_process_run(files, source):
+    """build-profiles from the model reading the corpus, and from its own answers to the bank's search questions:
+    the same profiles, answers and manifest (but for timings, the command and the number of processes)."""
+    args = [*model_args(files), "--source", source, "--traits", "Agreeableness", "--limit", "5", "--top-k", "20",
+            "--max-new-tokens", "5"]
+    one, two = files["root"] / f"{source}-one", files["root"] / f"{source}-two"
     with one_thread():
         assert main(["build-profiles", *args, "--out", str(one)]) == 0
     torchrun("build-profiles", *args, "--out", str(two))
-    for name in ("Agreeableness_high.corpus.json", "Agreeableness_low.corpus.json"):
-        assert json.loads((two / name).read_text()) == json.loads((one / name).read_text())
-    manifests = [json.loads((folder / "manifest.json").read_text())["traits"]["Agreeableness"]["corpus"]
-                 for folder in (one, two)]
-    assert [m["environment"]["processes"] for m in manifests] == [1, 2]
-    for m in manifests:
-        del m["seconds"], m["environment"], m["command"]
-    assert manifests[0] == manifests[1]
+    suffix = ".corpus.json" if source == "corpus" else ".json"
+    for pole in ("high", "low"):
+        name = f"Agreeableness_{pole}{suffix}"
+        assert json.loads((two / name).read_text()) == json.loads((one / name).read_text()), name
+    if source == "generated":
+        answers = (one / "answers" / "Agreeableness.jsonl").read_text()
+        assert len(answers.splitlines()) == 10 and (two / "answers" / "Agreeableness.jsonl").read_text() == answers
+    manifests = [json.loads((folder / "manifest.json").read_text()) for folder in (one, two)]
+    if source == "corpus":
+        entries = [m["traits"]["Agreeableness"]["corpus"] for m in manifests]
+    else:
+        entries = [{**m["traits"]["Agreeableness"], "environment": m["environment"], "command": m["command"]}
+                   for m in manifests]
+    assert [e["environment"]["processes"] for e in entries] == [1, 2]
+    for e in entries:
+        del e["seconds"], e["environment"], e["command"]
+    assert entries[0] == entries[1]
+    assert sorted(p.name for p in two.rglob("*")) == sorted(p.name for p in one.rglob("*"))
 
 
 def test_sharded_evaluation_writes_the_single_process_answers_and_judgments(files):
