@@ -202,10 +202,12 @@ def load_model(name: str = DEFAULT_MODEL, quantization: str | None = None, devic
     if device not in ("cpu", "cuda"):
         raise ValueError(f"unknown device {device!r}: choose auto, cpu or cuda")
     kwargs = _quantization_kwargs(quantization, device)
+    # "cuda" is the current CUDA device, named: under a launcher each process has set its own (engine.world)
+    placement = f"cuda:{torch.cuda.current_device()}" if device == "cuda" and torch.cuda.is_available() else device
     source, display = _resolve(name, home)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, device_map=device, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, device_map=placement, **kwargs)
     except (OSError, ValueError, RuntimeError, EOFError, KeyError, SafetensorError, UnpicklingError) as exc:
         # truncated or corrupt weights raise SafetensorError / UnpicklingError / EOFError, not OSError
         if Path(source).exists():
