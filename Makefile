@@ -43,4 +43,4 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
 bench: setup
-	cd bench && ../$(PY) steer_throughput.py && ../$(PY) vector_throughput.py && ../$(PY) record_overhead.py && ../$(PY) quantization.py && ../$(PY) mixed_batch.py && ../$(PY) compare_ttft.py && ../$(PY) sharded_recording.py
+	cd bench && ../$(PY) steer_throughput.py && ../$(PY) vector_throughput.py && ../$(PY) record_overhead.py && ../$(PY) quantization.py && ../$(PY) mixed_batch.py && ../$(PY) compare_ttft.py && ../$(PY) sharded_recording.py && ../$(PY) store_open.py

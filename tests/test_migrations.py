@@ -568,10 +568,3 @@ def test_processes_opening_one_fresh_database_both_succeed(fresh_url, tmp_path):
 # -- speed -----------------------------------------------------------------------------------------------------------
 
 
-def test_opening_an_in_memory_store_stays_fast():
-    """The suite opens hundreds of fresh in-memory stores, each running every revision."""
-    Store("sqlite://").close()
-    start = time.perf_counter()
-    for _ in range(10):
-        Store("sqlite://").close()
-    assert (time.perf_counter() - start) / 10 < 0.05
