@@ -43,10 +43,26 @@ MSG_UNAVAILABLE = "the database cannot be reached right now; nothing was saved â
 
 
 class StoreBusy(RuntimeError):
-    """The database could not serve the request now: SQLite stayed locked past the busy timeout, or the database
-    failed in operation (a PostgreSQL server down or restarting, a connection dropped: the driver's
-    OperationalError). The transaction rolled back, so nothing was saved: retry. The original error is the
-    exception's `__cause__` (and is logged: its text may name hosts, so it is not in the message)."""
+    """The database could not serve the request now, and retrying later may succeed: SQLite stayed locked past the
+    busy timeout, or the database server cannot be reached (down or restarting, a dropped connection). The
+    transaction rolled back, so nothing was saved: retry. The original error is the exception's `__cause__` (and
+    is logged: its text may name hosts, so it is not in the message). A permanent fault (a read-only or full disk,
+    a missing table) is not this: it stays the driver's error."""
+
+
+# PostgreSQL SQLSTATEs of a server that cannot serve now: class 08 (connection exceptions), 57P01-57P03 (admin or
+# crash shutdown, cannot connect now) and 3D000 (the database does not exist, as while it is being recreated)
+_UNREACHABLE = ("08", "57P01", "57P02", "57P03", "3D000")
+
+
+def _unreachable(err: OperationalError) -> bool:
+    """Whether the error says the database cannot be reached (rather than that it refused the statement)."""
+    if err.connection_invalidated:
+        return True
+    if not hasattr(err.orig, "sqlstate"):  # sqlite3: locking is its only passing condition
+        return False
+    state = err.orig.sqlstate
+    return state is None or state.startswith(_UNREACHABLE)  # None: a client-side failure to connect
 
 
 def default_url() -> str:
@@ -127,8 +143,8 @@ def _enable_wal(cursor: sqlite3.Cursor, timeout_s: float) -> None:
 
 @contextmanager
 def translate_busy(log: bool = True) -> Iterator[None]:
-    """Turn the driver's OperationalError into `StoreBusy`: SQLite's "database is locked" (after the busy timeout)
-    as busy, anything else (a server down, a dropped connection) as unreachable, logged with its own text unless
+    """Turn the driver's passing OperationalErrors into `StoreBusy`: SQLite's "database is locked" (after the busy
+    timeout) as busy, a server that cannot be reached (`_unreachable`) as unreachable, logged with its own text unless
     `log` is false (opening a store: whoever opens it reports the cause). The caller's transaction has already rolled
     back when this runs, which is why the message can promise nothing was saved."""
     try:
@@ -137,6 +153,8 @@ def translate_busy(log: bool = True) -> Iterator[None]:
         text = str(err.orig).lower()
         if "locked" in text or "busy" in text:
             raise StoreBusy(MSG_BUSY) from err
+        if not _unreachable(err):
+            raise
         if log:
             logging.getLogger(__name__).warning("database unavailable: %s", " ".join(str(err.orig).split()))
         raise StoreBusy(MSG_UNAVAILABLE) from err

@@ -129,11 +129,54 @@ def test_sharded_evaluation_writes_the_single_process_answers_and_judgments(file
     done = torchrun("evaluate", *args, "--out", str(two))
     assert done.stdout.count("table of") == 1
     # 2 poles x (base + simple + npti at 2 strengths) x 7 questions, in batches of 2 over 2 ranks
-    for name in ("answers.jsonl", "judgments-offline-judge.jsonl"):
-        single = sorted((one / name).read_text().splitlines())
-        assert len(single) == 56 and sorted((two / name).read_text().splitlines()) == single, name
+    for name in ("answers.jsonl", "judgments-offline-judge.jsonl"):  # line for line: rounds are gathered in order
+        single = (one / name).read_text().splitlines()
+        assert len(single) == 56 and (two / name).read_text().splitlines() == single, name
     for name in ("run.json", "table.csv", "pairs.csv"):
         assert (two / name).read_text() == (one / name).read_text(), name
+
+
+# A script for torchrun: identification through the library on uneven shares (7 questions in batches of 3: ranks
+# get 2 and 1 batches), writing what rank 0 holds, the raw statistics' row_tokens included, as JSON.
+LIBRARY_RUN = """
+import json, sys
+from steering import load_model
+from steering.engine.world import launched
+from steering.npti.identify import identify, identify_corpus
+
+model, questions, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+with launched("cpu") as world:
+    lm = load_model(model, quantization="none")
+    generated = identify(lm, "Extraversion", questions, {"high": ["you love parties."], "low": ["you like quiet."]},
+                         batch_size=3, world=world)
+    pairs = [(q, "I would talk to everyone there" + " and more" * i + ".", "I would stay home" + " and read" * i + ".")
+             for i, q in enumerate(questions)]  # answers of different lengths: rows tell their batches apart
+    read = identify_corpus(lm, "Extraversion", pairs, batch_size=3, world=world)
+    if world.writer:
+        json.dump({name: {"rows": {p: r.stats[p].row_tokens for p in ("high", "low")},
+                          "tokens": {p: r.stats[p].n_tokens for p in ("high", "low")},
+                          "fire": {p: r.stats[p].fire.tolist() for p in ("high", "low")},
+                          "answers": [a["answer"] for a in r.answers]}
+                   for name, r in (("generated", generated), ("read", read))}, open(out, "w"))
+"""
+
+
+def test_uneven_shares_give_one_process_statistics_row_for_row(files):
+    script, out = files["root"] / "library_run.py", files["root"] / "library.json"
+    script.write_text(LIBRARY_RUN)
+    torchrun_script = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                       str(script), str(files["model"]), json.dumps(QUESTIONS), str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(torchrun_script, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    single = subprocess.run([sys.executable, str(script), str(files["model"]), json.dumps(QUESTIONS),
+                             str(files["root"] / "library-one.json")], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    sharded, alone = json.loads(out.read_text()), json.loads((files["root"] / "library-one.json").read_text())
+    assert len(alone["generated"]["rows"]["high"]) == len(alone["read"]["rows"]["low"]) == len(QUESTIONS)
+    assert len(set(alone["read"]["rows"]["high"])) == len(QUESTIONS)
+    assert sharded == alone
 
 
 def test_a_command_that_runs_in_one_process_refuses_a_launcher(files):
@@ -160,7 +203,7 @@ def test_one_process_is_a_world_of_one_that_calls_nothing_of_torch_distributed(m
     stats = ActivationStats(2, 3)
     stats.add_values(torch.tensor([[[1.0, -1.0, 2.0], [0.5, 0.0, 3.0]]]))
     fire, hist = stats.fire.clone(), stats.hist.clone()
-    assert World().sum_stats(stats) is stats and torch.equal(stats.fire, fire) and torch.equal(stats.hist, hist)
+    assert World().sum_stats(stats, [[1]]) is stats and torch.equal(stats.fire, fire) and torch.equal(stats.hist, hist)
     assert World().gather([1, 2]) == [1, 2] and World().share([1, 2, 3]) == [1, 2, 3]
 
 

@@ -665,3 +665,17 @@ def test_locked_database_raises_store_busy_and_saves_nothing(tmp_path):
         raw.close()
         impatient.close()
         store.close()
+
+
+def test_a_permanent_fault_stays_the_drivers_error_not_a_busy_database(tmp_path):
+    """Only a passing condition (a lock past the busy timeout, a server that cannot be reached) is StoreBusy, which
+    the studio answers with 503 "try again"; a fault that retrying cannot mend (here a table gone) is not."""
+    from sqlalchemy.exc import OperationalError
+
+    path = tmp_path / "s.sqlite"
+    with Store(f"sqlite:///{path}") as store:
+        with sqlite3.connect(path) as raw:
+            raw.execute("DROP TABLE votes")
+        with pytest.raises(OperationalError, match="no such table: votes") as caught:
+            store.votes_frame()
+        assert not isinstance(caught.value, StoreBusy)

@@ -84,9 +84,11 @@ class World:
             out.append(parts[b % self.size][b // self.size])
         return out
 
-    def sum_stats(self, stats):
+    def sum_stats(self, stats, chunk_rows: list[list[int]]):
         """Sum an `ActivationStats` over the ranks, in place, on every rank: token and firing counts and the
-        histogram added, the maxima reduced with MAX; `row_tokens` becomes every rank's rows, rank by rank."""
+        histogram added, the maxima reduced with MAX. `chunk_rows` are the `row_tokens` entries each of this rank's
+        chunks added (the last entries of `stats.row_tokens`, chunk by chunk); they are put back in chunk order
+        across the ranks, so `row_tokens` too is what one process would hold."""
         if self.size == 1:
             return stats
         import torch.distributed as dist
@@ -99,7 +101,8 @@ class World:
         n = torch.tensor([stats.n_tokens], dtype=torch.int64, device=device)
         dist.all_reduce(n)
         stats.n_tokens = int(n.item())
-        stats.row_tokens = self.gather(stats.row_tokens)
+        earlier = stats.row_tokens[:len(stats.row_tokens) - sum(len(c) for c in chunk_rows)]
+        stats.row_tokens = earlier + [t for chunk in self.interleave(chunk_rows) for t in chunk]
         return stats
 
 

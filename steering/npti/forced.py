@@ -103,10 +103,12 @@ def record_forced(lm: LoadedModel, examples: Sequence[tuple[str, str]], *, batch
     (`world`), each rank reads its share of the batches and the counts are summed over the ranks (a `stats` passed
     in must then hold this rank's counts only)."""
     stats = stats or ActivationStats(lm.sites.n_layers, lm.sites.width, bins)
+    rows: list[list[int]] = []
     for batch, values in _read_answers(lm, lm.sites.modules, examples, batch_size, progress, desc, world):
         stats.add_values(values.float().cpu())
-        stats.row_tokens.extend(batch.answer.sum(1).tolist())
-    return world.sum_stats(stats)
+        rows.append(batch.answer.sum(1).tolist())
+        stats.row_tokens.extend(rows[-1])
+    return world.sum_stats(stats, rows)
 
 
 @dataclass

@@ -86,13 +86,18 @@ def identify(lm: LoadedModel, trait: str, questions: Sequence[str], descriptions
         chosen = [rng.randrange(len(descriptions[pole])) for _ in questions]  # on every rank, for every question
         mine = world.share(batches)
         made: list[list[dict]] = []
-        with record_activations(lm, eos, bins) as pole_stats:
-            for batch in progress(mine, desc=f"{trait} {pole}") if progress else mine:
-                chats = [persona_chat(descriptions[pole][chosen[i]], questions[i]) for i in batch]
-                made.append([{"trait": trait, "pole": pole, "question": questions[i], "description": chosen[i],
-                              "answer": answer.text, "n_tokens": answer.n_tokens, "finished": answer.finished}
-                             for i, answer in zip(batch, generate_chats(lm, chats, decoding))])
-        stats[pole] = world.sum_stats(pole_stats)
+        rows: list[list[int]] = []  # the row_tokens each batch added
+        pole_stats = ActivationStats(lm.sites.n_layers, lm.sites.width, bins)
+        for batch in progress(mine, desc=f"{trait} {pole}") if progress else mine:
+            chats = [persona_chat(descriptions[pole][chosen[i]], questions[i]) for i in batch]
+            before = len(pole_stats.row_tokens)
+            with record_activations(lm, eos, bins, stats=pole_stats):  # one block per batch: its rows are known
+                answers_now = generate_chats(lm, chats, decoding)
+            rows.append(pole_stats.row_tokens[before:])
+            made.append([{"trait": trait, "pole": pole, "question": questions[i], "description": chosen[i],
+                          "answer": answer.text, "n_tokens": answer.n_tokens, "finished": answer.finished}
+                         for i, answer in zip(batch, answers_now)])
+        stats[pole] = world.sum_stats(pole_stats, rows)
         answers.extend(row for chunk in world.interleave(made) for row in chunk)
     if answers_path and world.writer:
         with atomic_writer(answers_path) as out:

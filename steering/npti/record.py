@@ -72,7 +72,7 @@ class ActivationStats:
         rank = int(torch.tensor(q * self.n_tokens, dtype=torch.float64).ceil().clamp(min=1))
         # b = how many bins' running count stays below the rank, the running count taken a block of bins at a time
         # (a block's cumulative sums stay in cache: about 3x faster than one cumulative sum over the whole table)
-        flat = self.hist.view(self.bins.count, -1)
+        flat = self.hist.reshape(self.bins.count, -1)
         dtype = torch.int32 if self.n_tokens < 2**31 else torch.int64  # a running count never exceeds n_tokens
         below = torch.zeros(flat.shape[1], dtype=torch.int64)
         carried = torch.zeros(flat.shape[1], dtype=dtype)
