@@ -221,6 +221,14 @@ def test_revisions_form_one_line_ending_at_head():
     assert scripts.get_heads() == [db.migrate.HEAD] == ["0002"]
 
 
+def upgrade_with_alembic(connection, revision: str) -> None:
+    """Take the database of `connection` to `revision` with alembic's own command (not the store's upgrade)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
 def test_revision_0001_is_the_schema_create_all_used_to_make(tmp_path):
     """Run to 0001 only (with alembic's own command): the tables, indexes and constraints are, statement for
     statement, the ones `create_all` wrote into the files in the field. A store then takes it to the head."""
@@ -228,10 +236,7 @@ def test_revision_0001_is_the_schema_create_all_used_to_make(tmp_path):
     engine = create_engine(url_of(path))
     try:
         with engine.begin() as connection:
-            config = Config()
-            config.set_main_option("script_location", str(MIGRATIONS))
-            config.attributes["connection"] = connection
-            command.upgrade(config, "0001")
+            upgrade_with_alembic(connection, "0001")
     finally:
         engine.dispose()
     with sqlite3.connect(path) as raw:
@@ -422,10 +427,7 @@ def test_a_0001_database_on_postgresql_keeps_every_row_and_gains_the_new_schema(
     engine = create_engine(postgres_url)
     try:
         with engine.begin() as connection:
-            config = Config()
-            config.set_main_option("script_location", str(MIGRATIONS))
-            config.attributes["connection"] = connection
-            command.upgrade(config, "0001")
+            upgrade_with_alembic(connection, "0001")
             for table in LEGACY_ROWS:
                 connection.execute(Table(table, MetaData(), autoload_with=connection).insert(), pg_rows(table))
             for table in ("outputs", "ratings", "picks", "judgments"):  # as a restore does after explicit ids
