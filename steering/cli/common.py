@@ -193,13 +193,10 @@ def shipped_out_options(p: argparse.ArgumentParser, limit_help: str) -> None:
 
 # -- what the commands share ----------------------------------------------------------------------------------------
 
-def progress(world=None):
-    """tqdm, silent on the ranks of a launched run other than rank 0 (`world`)."""
-    from functools import partial
-
+def progress():
     from tqdm.auto import tqdm
 
-    return tqdm if world is None or world.writer else partial(tqdm, disable=True)
+    return tqdm
 
 
 def load(args):

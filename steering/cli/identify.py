@@ -62,7 +62,7 @@ def _identify_corpus(args) -> int:
     triples = _corpus_triples(args.trait, args.corpus)[: args.limit]
     lm = load(args)
     result = identify_corpus(lm, args.trait, triples, batch_size=args.batch_size, selection=_selection(args),
-                             progress=progress(args.world), world=args.world)
+                             progress=progress(), world=args.world)
     if not args.world.writer:
         return 0
     for profile in (result.high, result.low):
@@ -102,7 +102,7 @@ def cmd_identify(args) -> int:
     answers = out / "answers" / f"{args.trait}.jsonl"  # replaced only when identification finishes
     result = identify(lm, args.trait, questions, descriptions, decoding=_decoding(args), batch_size=args.batch_size,
                       seed=args.seed, bins=Bins(), selection=_selection(args), answers_path=answers,
-                      progress=progress(args.world), world=args.world)
+                      progress=progress(), world=args.world)
     if not args.world.writer:  # every rank holds the result; rank 0 writes it
         return 0
     for profile in (result.high, result.low):
@@ -116,7 +116,7 @@ def _build_corpus_profiles(args, lm, folder: Path) -> None:
     from ..build import build_corpus_profiles
 
     manifest = build_corpus_profiles(lm, folder, args.traits, batch_size=args.batch_size, selection=_selection(args),
-                                     limit=args.limit, progress=progress(args.world), world=args.world)
+                                     limit=args.limit, progress=progress(), world=args.world)
     if not args.world.writer:
         return
     for trait in args.traits:
@@ -143,7 +143,7 @@ def cmd_build_profiles(args) -> int:
     else:
         manifest = build_profiles(lm, folder, args.traits, decoding=_decoding(args), batch_size=args.batch_size,
                                   seed=args.seed, selection=_selection(args), limit=args.limit,
-                                  progress=progress(args.world), world=args.world)
+                                  progress=progress(), world=args.world)
         if not args.world.writer:  # every rank holds the result; rank 0 wrote it
             return 0
         for trait in args.traits:

@@ -120,7 +120,7 @@ def cmd_evaluate(args) -> int:
     if judge is None:
         judge = make_judge(args.judge, lm)
     world = args.world
-    answers = generate_answers(lm, plan, questions, out, args.batch_size, progress(world),
+    answers = generate_answers(lm, plan, questions, out, args.batch_size, progress(),
                                Path(args.profiles) if args.profiles else None, world=world)
     if not isinstance(judge, OfflineJudge):  # an endpoint's judge is asked from rank 0 alone (one reply cache)
         if not world.writer:
@@ -129,7 +129,7 @@ def cmd_evaluate(args) -> int:
     if world.writer:
         settings = run_settings(plan, lm.name, judge, questions, answers)
         write_text_atomic(out / "run.json", json.dumps(settings, indent=1) + "\n")
-    judgments = judge_answers(judge, answers, out, progress=progress(world), world=world)
+    judgments = judge_answers(judge, answers, out, progress=progress(), world=world)
     if not world.writer:
         return 0
     table = write_outputs(joined(answers, judgments), out, judge.name, judge.scales.describe())

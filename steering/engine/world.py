@@ -60,29 +60,25 @@ class World:
             whole = sum(len(c) for c in chunks[start:start + self.size])
             yield (list(chunks[mine]) if mine < len(chunks) else []), whole
 
-    def gather(self, items: list[T]) -> list[T]:
-        """Every rank's `items`, concatenated in rank order, on every rank (pickled: rows, not tensors)."""
+    def _everyone(self, mine: list[T]) -> list[list[T]]:
+        """Every rank's list, in rank order, on every rank (pickled: rows, not tensors)."""
         if self.size == 1:
-            return list(items)
+            return [list(mine)]
         import torch.distributed as dist
 
         parts: list[list[T] | None] = [None] * self.size
-        dist.all_gather_object(parts, list(items))
-        return [item for part in parts for item in part]
+        dist.all_gather_object(parts, list(mine))
+        return parts
+
+    def gather(self, items: list[T]) -> list[T]:
+        """Every rank's `items`, concatenated in rank order, on every rank."""
+        return [item for part in self._everyone(items) for item in part]
 
     def interleave(self, mine: list[list[T]]) -> list[list[T]]:
         """The chunks every rank made from `share`, on every rank, back in chunk order (`mine`: this rank's results,
         one list per chunk it was given)."""
-        if self.size == 1:
-            return list(mine)
-        import torch.distributed as dist
-
-        parts: list[list[list[T]] | None] = [None] * self.size
-        dist.all_gather_object(parts, list(mine))
-        out = []
-        for b in range(sum(len(p) for p in parts)):
-            out.append(parts[b % self.size][b // self.size])
-        return out
+        parts = self._everyone(mine)
+        return [parts[b % self.size][b // self.size] for b in range(sum(len(p) for p in parts))]
 
     def sum_stats(self, stats, chunk_rows: list[list[int]]):
         """Sum an `ActivationStats` over the ranks, in place, on every rank: token and firing counts and the

@@ -58,11 +58,12 @@ def encode_forced(lm: LoadedModel, examples: Sequence[tuple[str, str]], max_answ
 
 
 def _batches(examples: Sequence, batch_size: int, progress: Callable | None, desc: str, world: World = World()):
-    """The examples in batches, this rank's share of them (all of them in one process)."""
+    """The examples in batches, this rank's share of them (all of them in one process), with a progress bar on
+    rank 0."""
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     chunks = world.share([examples[i:i + batch_size] for i in range(0, len(examples), batch_size)])
-    return progress(chunks, desc=desc) if progress else chunks
+    return progress(chunks, desc=desc) if progress and world.writer else chunks
 
 
 @torch.no_grad()

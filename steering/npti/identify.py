@@ -66,7 +66,7 @@ def identify(lm: LoadedModel, trait: str, questions: Sequence[str], descriptions
     answers file is replaced only when identification finishes: a run that fails or is interrupted leaves an
     earlier file there as it was.
 
-    `progress` wraps an iterable (e.g. tqdm) to show progress. Under a launcher (`world`), each rank answers its
+    `progress` wraps an iterable (e.g. tqdm) to show progress (on rank 0 only). Under a launcher (`world`), each rank answers its
     share of the batches, the counts are summed over the ranks and every rank returns the same result, that of one
     process; only rank 0 writes the answers file."""
     trait = check_trait(trait)
@@ -88,7 +88,7 @@ def identify(lm: LoadedModel, trait: str, questions: Sequence[str], descriptions
         made: list[list[dict]] = []
         rows: list[list[int]] = []  # the row_tokens each batch added
         pole_stats = ActivationStats(lm.sites.n_layers, lm.sites.width, bins)
-        for batch in progress(mine, desc=f"{trait} {pole}") if progress else mine:
+        for batch in progress(mine, desc=f"{trait} {pole}") if progress and world.writer else mine:
             chats = [persona_chat(descriptions[pole][chosen[i]], questions[i]) for i in batch]
             before = len(pole_stats.row_tokens)
             with record_activations(lm, eos, bins, stats=pole_stats):  # one block per batch: its rows are known
