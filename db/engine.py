@@ -29,7 +29,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.pool import QueuePool
 
 from .migrate import BEGIN_OPTION
 
@@ -91,8 +92,11 @@ def make_engine(url: URL, busy_timeout_ms: int) -> Engine:
         return create_engine(url)
     memory = _is_memory(url)
     if memory:
-        # One shared connection, or each session would see its own empty database.
-        engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+        # One connection, or each session would see its own empty database; lent to one thread at a time (a pool of
+        # one that never grows): two threads' transactions on one sqlite3 connection would interleave ("cannot
+        # start a transaction within a transaction"). A thread waits for it up to the busy timeout, like a writer.
+        engine = create_engine(url, poolclass=QueuePool, pool_size=1, max_overflow=0,
+                               pool_timeout=busy_timeout_ms / 1000, connect_args={"check_same_thread": False})
     else:
         database = url.database or ""
         if not database.startswith("file:"):
@@ -149,6 +153,8 @@ def translate_busy(log: bool = True) -> Iterator[None]:
     back when this runs, which is why the message can promise nothing was saved."""
     try:
         yield
+    except PoolTimeout as err:  # an in-memory store's one connection stayed lent past the busy timeout
+        raise StoreBusy(MSG_BUSY) from err
     except OperationalError as err:
         text = str(err.orig).lower()
         if "locked" in text or "busy" in text:

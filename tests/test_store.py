@@ -533,6 +533,26 @@ def test_in_memory_url_and_password_hiding(store):
     assert store.counts()["raters"] == 1
 
 
+def test_an_in_memory_store_serves_many_threads():
+    """The in-memory store (tests, a Space without storage) is one sqlite3 connection; Gradio's workers use it from
+    several threads at once. Each thread's transaction must have the connection to itself: interleaved, SQLite
+    answers "cannot start a transaction within a transaction" (a CI run failed so)."""
+    store = Store("sqlite://")
+    try:
+        def work(i: int) -> int:
+            for _ in range(40):
+                rater = store.new_rater()
+                store.record_rating(store.record_round(blind_round(rater)), rater, all_scores(), best=i % 5)
+                store.counts(), store.rated_rounds(rater), store.ratings_frame()
+            return i
+
+        results = run_together(6, work)
+        assert results == list(range(6)), [r for r in results if isinstance(r, Exception)][:2]
+        assert store.counts()["picks"] == 6 * 40 and store.counts()["raters"] == 6 * 40
+    finally:
+        store.close()
+
+
 # -- concurrency ---------------------------------------------------------------------------------------------------
 
 
