@@ -136,6 +136,50 @@ def test_sharded_evaluation_writes_the_single_process_answers_and_judgments(file
         assert (two / name).read_text() == (one / name).read_text(), name
 
 
+def test_a_sharded_sweep_makes_the_single_process_choices(files):
+    """The sweep's answers and judgments line for line, and the defaults it writes into the profiles, the vector
+    card and the manifest, equal to one process's (but for the command and the number of processes)."""
+    import shutil
+
+    from helpers import pole_pair, random_vector
+
+    from steering.methods.dispatch import profile_path
+
+    lm = tiny_model("llama")
+    start = files["root"] / "sweep-start"
+    for profile in pole_pair(lm, n=12):
+        for source in ("generated", "corpus"):
+            profile.save(profile_path(start, "Extraversion", profile.pole, source))
+    random_vector(lm).save(start)
+    args = [*model_args(files), "--traits", "Extraversion", "--questions-per-trait", "3", "--max-new-tokens", "4",
+            "--seed", "5"]
+    runs = {}
+    for n in (1, 2):
+        profiles, out = files["root"] / f"sweep-profiles-{n}", files["root"] / f"sweep-{n}"
+        shutil.copytree(start, profiles)
+        if n == 1:
+            with one_thread():
+                assert main(["sweep", *args, "--profiles", str(profiles), "--out", str(out)]) == 0
+        else:
+            assert torchrun("sweep", *args, "--profiles", str(profiles), "--out", str(out)).stdout.count(
+                "Extraversion: chosen") == 1  # rank 0 alone chooses
+        runs[n] = profiles, out
+    (one_profiles, one), (two_profiles, two) = runs[1], runs[2]
+    for name in ("answers.jsonl", "judgments-offline-judge.jsonl"):
+        single = (one / name).read_text().splitlines()
+        # 2 poles x 12 configurations (base included) x 3 questions
+        assert len(single) == 72 and (two / name).read_text().splitlines() == single, name
+    for path in sorted(one_profiles.glob("*.json")):
+        single, sharded = json.loads(path.read_text()), json.loads((two_profiles / path.name).read_text())
+        if path.name == "manifest.json":
+            settings = [m["selection_sweep"]["Extraversion"]["settings"] for m in (single, sharded)]
+            assert [s.pop("processes") for s in settings] == [1, 2]
+            for s in settings:
+                s.pop("command"), s.pop("answers")
+        assert sharded == single, path.name
+    assert sorted(p.name for p in two_profiles.rglob("*")) == sorted(p.name for p in one_profiles.rglob("*"))
+
+
 # A script for torchrun: identification through the library on uneven shares (7 questions in batches of 3: ranks
 # get 2 and 1 batches), writing what rank 0 holds, the raw statistics' row_tokens included, as JSON.
 LIBRARY_RUN = """

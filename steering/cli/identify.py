@@ -160,7 +160,8 @@ def _sweep_settings(args, specs, questions, judge, lm, decoding) -> dict:
     return {"command": " ".join(["python -m steering"] + sys.argv[1:]), "specs": specs,
             "questions": {t: len(q) for t, q in questions.items()}, "max_new_tokens": args.max_new_tokens,
             "decoding": f"sampling, temperature {decoding.temperature:g}, top-p {decoding.top_p:g}",
-            "seed": args.seed, "judge": judge.name, "quantization": lm.quantization, "answers": args.out}
+            "seed": args.seed, "judge": judge.name, "quantization": lm.quantization, "answers": args.out,
+            "processes": args.world.size}
 
 
 def cmd_sweep(args) -> int:
@@ -170,7 +171,10 @@ def cmd_sweep(args) -> int:
     corpus) scores the answers; per pole and method the default is the configuration with the best win rate over
     the base model's answers among those that stay fluent (repeated-4-gram share <= base + 0.05, distinct-2 >= base
     - 0.05, median perplexity <= 1.5x base). Answers and judgments go to OUT (resumable: rerun to continue); the
-    table and the choices go to the manifest, the profiles and the vector cards."""
+    table and the choices go to the manifest, the profiles and the vector cards.
+
+    Shared out over processes like `evaluate` (torchrun --nproc-per-node N -m steering sweep ...): each process makes
+    and judges its share of the answers; rank 0 writes every file and makes the choices one process would make."""
     from ..engine.generation import Decoding
     from ..evaluation.evaluate import Plan, generate_answers, joined, judge_answers
     from ..evaluation.judges import make_judge
@@ -178,15 +182,19 @@ def cmd_sweep(args) -> int:
     from ..methods import bank
 
     lm = load(args)
-    folder, out = out_folder(args.profiles, lm), Path(args.out)
+    folder, out, world = out_folder(args.profiles, lm), Path(args.out), args.world
     specs = grid(lm.sites.n_layers, tuple(args.methods))
     questions = {t: bank.questions(t, "dev")[: args.questions_per_trait] for t in args.traits}
     judge = make_judge("offline", lm)
     settings = _sweep_settings(args, specs, questions, judge, lm, Decoding.studio())
     for trait in args.traits:  # trait by trait, so the choices of a finished trait land even if a later one stops
         plan = Plan(tuple(specs), (trait,), seed=args.seed, max_new_tokens=args.max_new_tokens, sample=True)
-        answers = generate_answers(lm, plan, {trait: questions[trait]}, out, args.batch_size, progress(), folder)
-        rows = pole_rows(joined(answers, judge_answers(judge, answers, out, progress=progress())), Fluent())
+        answers = generate_answers(lm, plan, {trait: questions[trait]}, out, args.batch_size, progress(), folder,
+                                   world=world)
+        judgments = judge_answers(judge, answers, out, progress=progress(), world=world)
+        if not world.writer:  # rank 0 alone chooses and writes
+            continue
+        rows = pole_rows(joined(answers, judgments), Fluent())
         chosen = record_choices(folder, rows, settings)
         for r in rows:
             print(f"{trait:>17} {r['pole']:>4} {r['variant']:<22} win {r['win']:.2f}  toward {r['toward']:.3f}  "
