@@ -179,6 +179,9 @@ def blind_page(studio: Studio, secret: str = "persona-studio") -> gr.Blocks:
             own = gr.Textbox(label="Your own question (optional)", placeholder="empty: one from the bank")
         start = gr.Button("New round", variant="primary", elem_id="blind-start")
         prompt = gr.Markdown(elem_id="blind-question")
+        # where a round's progress shows while its answers are written (on the question, Gradio's bar and counters
+        # covered the question's own text, unreadable on a phone)
+        loading = gr.Markdown(elem_id="blind-progress", min_height=48)
         with gr.Group(visible=False, elem_id="quick") as quick:
             with gr.Row(equal_height=True):
                 pair = [gr.Textbox(label=f"Answer {x}", lines=8, interactive=False,
@@ -200,8 +203,8 @@ def blind_page(studio: Studio, secret: str = "persona-studio") -> gr.Blocks:
                          full_tail, submit, notice, again]
         new_round = _round_starter(studio, len(round_outputs))
         round_inputs = [rater, mode, trait, pole, own]
-        start.click(new_round, round_inputs, round_outputs, api_visibility="private")
-        again.click(new_round, round_inputs, round_outputs, api_visibility="private")
+        start.click(new_round, round_inputs, round_outputs, api_visibility="private", show_progress_on=loading)
+        again.click(new_round, round_inputs, round_outputs, api_visibility="private", show_progress_on=loading)
 
         submit.click(_rater(studio), [rater, round_id, best, *trait_scores, *fluency_scores],
                      [submit, notice, reveal, again, count], api_visibility="private").then(
@@ -212,5 +215,5 @@ def blind_page(studio: Studio, secret: str = "persona-studio") -> gr.Blocks:
         for button, (key, _) in zip(votes, VOTES):
             button.click(vote, [rater, round_id, gr.State(key)], [notice, reveal, count, quick, voted],
                          api_visibility="private").then(
-                next_pair, [voted, *round_inputs], round_outputs, api_visibility="private")
+                next_pair, [voted, *round_inputs], round_outputs, api_visibility="private", show_progress_on=loading)
     return page

@@ -254,3 +254,15 @@ def test_the_unrated_rounds_cap_holds_when_rounds_are_asked_at_once(studio):
     results = run_together(8, lambda i: studio.blind_round(rater, "Extraversion", "low", mode="quick"))
     assert sum(not isinstance(r, Exception) for r in results) == studio.limits.unrated_rounds
     assert all(isinstance(r, TooMany) for r in results if isinstance(r, Exception))
+
+
+def test_a_round_in_the_making_shows_its_progress_below_the_question_not_over_it(studio):
+    """While a blind round's answers are written, Gradio's progress bar and counters go to a slot of their own
+    (#blind-progress): drawn over the question, they covered its text (unreadable on a phone)."""
+    from studio.blind import blind_page
+
+    config = blind_page(studio).get_config_file()
+    ids = {c["id"]: c.get("props", {}).get("elem_id") for c in config["components"]}
+    rounds = [d for d in config["dependencies"] if "blind-question" in [ids.get(o) for o in d["outputs"]]]
+    assert len(rounds) == 6  # New round, Next round, and the next pair after each of the four vote buttons
+    assert all([ids[i] for i in d["show_progress_on"] or []] == ["blind-progress"] for d in rounds), rounds
