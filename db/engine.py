@@ -2,7 +2,8 @@
 
 SQLite is the default backend and the one the concurrency rules are written for:
 
-* WAL journal, so the page's reads never wait for a writer and a writer never waits for readers;
+* WAL journal, so the page's reads never wait for a writer and a writer never waits for readers (an in-memory
+  database, having no file, is one connection instead, lent to one thread at a time: everyone waits their turn);
 * `busy_timeout`, so a writer waits for another writer instead of failing at once; past it the store raises
   `StoreBusy` and, because the transaction rolled back, nothing was half-saved;
 * foreign keys on (SQLite leaves them off per connection);
@@ -40,6 +41,7 @@ DB_FILENAME = "studio.sqlite"
 DEFAULT_BUSY_TIMEOUT_MS = 15_000
 
 MSG_BUSY = "the database is busy (another writer holds it); nothing was saved — submit again"
+MSG_CROWDED = "the database is busy (every connection is in use); nothing was saved — submit again"
 MSG_UNAVAILABLE = "the database cannot be reached right now; nothing was saved — try again in a moment"
 
 
@@ -147,14 +149,17 @@ def _enable_wal(cursor: sqlite3.Cursor, timeout_s: float) -> None:
 
 @contextmanager
 def translate_busy(log: bool = True) -> Iterator[None]:
-    """Turn the driver's passing OperationalErrors into `StoreBusy`: SQLite's "database is locked" (after the busy
-    timeout) as busy, a server that cannot be reached (`_unreachable`) as unreachable, logged with its own text unless
-    `log` is false (opening a store: whoever opens it reports the cause). The caller's transaction has already rolled
-    back when this runs, which is why the message can promise nothing was saved."""
+    """Turn passing faults into `StoreBusy`: no connection free within the pool's timeout (an in-memory store's one
+    connection, or a server pool's all, in use) as crowded; SQLite's "database is locked" (after the busy timeout)
+    as busy; a server that cannot be reached (`_unreachable`) as unreachable. The first and last are logged unless
+    `log` is false (opening a store: whoever opens it reports the cause). The caller's transaction has already
+    rolled back (or never began) when this runs, which is why the message can promise nothing was saved."""
     try:
         yield
-    except PoolTimeout as err:  # an in-memory store's one connection stayed lent past the busy timeout
-        raise StoreBusy(MSG_BUSY) from err
+    except PoolTimeout as err:
+        if log:
+            logging.getLogger(__name__).warning("no database connection free: %s", " ".join(str(err).split()))
+        raise StoreBusy(MSG_CROWDED) from err
     except OperationalError as err:
         text = str(err.orig).lower()
         if "locked" in text or "busy" in text:

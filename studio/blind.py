@@ -24,9 +24,12 @@ SCROLL_TO_REVEAL = ("() => { const r = document.getElementById('blind-reveal'); 
 VOTES = (("a", "A is better"), ("tie", "Tie"), ("bad", "Both bad"), ("b", "B is better"))
 
 
+NONE_RATED = "You have not rated a round yet."
+
+
 def _counted(studio: Studio, who) -> str:
     n = studio.rated_rounds(who)
-    return f"You have rated {n} round{'s' if n != 1 else ''}. Thank you!" if n else "You have not rated a round yet."
+    return f"You have rated {n} round{'s' if n != 1 else ''}. Thank you!" if n else NONE_RATED
 
 
 def _reveal_table(revealed, mark: str | None) -> str:
@@ -56,16 +59,21 @@ def _shown_round(r: BlindRound) -> list:
 
 
 def _hello(studio: Studio):
-    """The page's load: the browser's rater id if this studio made it, else a new one; the count of rated rounds."""
+    """The page's load: the browser's rater id if this studio made it, else a new one; the count of rated rounds.
+    A database that does not answer now keeps the browser's id (it may be fine) and says so."""
     def hello(who, request: gr.Request):
         try:
             studio.check_rater(who)
-        except (RatingRefused, StoreBusy):
-            try:  # first visit, or an id this studio never made
-                who = studio.new_rater(client_of(studio, request))
-            except REFUSALS as exc:
-                return None, warning(exc)
-        return who, _counted(studio, who)
+            return who, _counted(studio, who)
+        except StoreBusy as exc:
+            return who, warning(exc)
+        except RatingRefused:  # first visit, or an id this studio never made
+            pass
+        try:
+            who = studio.new_rater(client_of(studio, request))
+        except REFUSALS as exc:
+            return None, warning(exc)
+        return who, NONE_RATED
 
     return hello
 

@@ -230,3 +230,19 @@ def run_together(n: int, work) -> list[object]:
         t.join(timeout=60)
     assert not any(t.is_alive() for t in threads)
     return results
+
+
+@contextmanager
+def page_says(page, *ids: str):
+    """On a failed check inside the block, add what the page's own lines said (its warnings, its counts) to the
+    failure: a check that failed once in a combined run could not say why."""
+    try:
+        yield
+    except AssertionError as exc:
+        said = {}
+        for name in ids:
+            try:
+                said[name] = page.locator(f"#{name}").inner_text(timeout=1000)
+            except Exception as why:  # noqa: BLE001 - the element itself may be what is missing
+                said[name] = f"<unreadable: {type(why).__name__}>"
+        raise AssertionError(f"{exc}\nthe page said: {said}") from exc

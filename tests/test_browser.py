@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -163,29 +162,13 @@ def _network_texts(responses) -> str:
     return "\n".join(texts)
 
 
-@contextmanager
-def _page_says(page, *ids: str):
-    """On a failed check inside the block, add what the page's own lines said (its warnings, its counts) to the
-    failure: a check that failed once in a combined run could not say why."""
-    try:
-        yield
-    except AssertionError as exc:
-        said = {}
-        for name in ids:
-            try:
-                said[name] = page.locator(f"#{name}").inner_text(timeout=1000)
-            except Exception as why:  # noqa: BLE001 - the element itself may be what is missing
-                said[name] = f"<unreadable: {type(why).__name__}>"
-        raise AssertionError(f"{exc}\nthe page said: {said}") from exc
-
-
 def test_blind_rating_flows_in_a_browser(browser, tmp_path):
     """Quick votes take one click and the next pair follows; the rater survives a reload; in the main page's Blind
     tab the frame grows with the round (no scrollbar inside), errors show next to Submit and the reveal is
     scrolled into view; the Results tab shows the votes without Refresh; no method name reaches the blind page
     (HTML, config, network) before the vote."""
     from playwright.sync_api import expect
-    from helpers import serve
+    from helpers import page_says, serve
 
     from studio.server import create_app
 
@@ -200,7 +183,7 @@ def test_blind_rating_flows_in_a_browser(browser, tmp_path):
         assert rater
         with urllib.request.urlopen(base + "/blind/config") as r:
             assert _method_names_in(r.read().decode()) == []
-        with _page_says(page, "blind-error", "blind-count", "blind-reveal"):
+        with page_says(page, "blind-error", "blind-count", "blind-reveal"):
             # quick vote: one click, the next pair appears
             page.locator("#blind-start").click()
             first = page.locator(".quick-answer textarea").first

@@ -178,6 +178,10 @@ def test_a_sharded_sweep_makes_the_single_process_choices(files):
                 s.pop("command"), s.pop("answers")
         assert sharded == single, path.name
     assert sorted(p.name for p in two_profiles.rglob("*")) == sorted(p.name for p in one_profiles.rglob("*"))
+    # the sweep chose something, so the equal files above hold choices, not untouched copies
+    assert json.loads((one_profiles / "manifest.json").read_text()).get("npti_default_source", {}).get("Extraversion")
+    assert any(json.loads(path.read_text()) != json.loads((one_profiles / path.name).read_text())
+               for path in start.glob("*.json"))
 
 
 # A script for torchrun: identification through the library on uneven shares (7 questions in batches of 3: ranks

@@ -152,7 +152,7 @@ def test_on_zero_gpu_every_model_call_asks_for_a_gpu_and_gradio_serves_the_app(t
     from playwright.sync_api import expect
 
     import app
-    from helpers import tiny_shipped
+    from helpers import page_says, tiny_shipped
 
     from db import Store
     from steering.engine.generation import Decoding
@@ -194,11 +194,12 @@ def test_on_zero_gpu_every_model_call_asks_for_a_gpu_and_gradio_serves_the_app(t
         assert ran == ["_answer_rows"]
         page = browser.new_page()
         page.goto(base + "/blind/")
-        expect(page.locator("#blind-count")).to_contain_text("not rated a round yet", timeout=30_000)
-        page.locator("#blind-start").click()
-        expect(page.locator(".quick-answer textarea").first).not_to_have_value("", timeout=60_000)
-        page.locator("#quick-tie").click()
-        expect(page.locator("#blind-count")).to_contain_text("You have rated 1 round", timeout=30_000)
+        with page_says(page, "blind-error", "blind-count", "blind-reveal"):
+            expect(page.locator("#blind-count")).to_contain_text("not rated a round yet", timeout=30_000)
+            page.locator("#blind-start").click()
+            expect(page.locator(".quick-answer textarea").first).not_to_have_value("", timeout=60_000)
+            page.locator("#quick-tie").click()
+            expect(page.locator("#blind-count")).to_contain_text("You have rated 1 round", timeout=30_000)
         assert ran.count("_answer_rows") >= 2 and studio.store.counts()["votes"] == 1
         rater = studio.store.votes_frame()["rater_id"].iloc[0]
         round_id = studio.blind_round(rater, "Extraversion", "low").round_id

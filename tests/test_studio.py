@@ -266,3 +266,26 @@ def test_a_round_in_the_making_shows_its_progress_below_the_question_not_over_it
     rounds = [d for d in config["dependencies"] if "blind-question" in [ids.get(o) for o in d["outputs"]]]
     assert len(rounds) == 6  # New round, Next round, and the next pair after each of the four vote buttons
     assert all([ids[i] for i in d["show_progress_on"] or []] == ["blind-progress"] for d in rounds), rounds
+
+
+def test_the_blind_page_keeps_the_rater_when_the_database_does_not_answer(studio, monkeypatch):
+    """At page load a busy database says so and keeps the browser's rater id (it may be fine); only an id the
+    studio never made is replaced."""
+    from db import StoreBusy
+    from studio.blind import _hello
+
+    class Request:
+        headers, client = {}, type("Client", (), {"host": "127.0.0.1"})()
+
+    hello = _hello(studio)
+    rater = studio.new_rater()
+    assert hello(rater, Request()) == (rater, "You have not rated a round yet.")
+    fresh, said = hello("forged", Request())
+    assert fresh != "forged" and studio.store.rater_exists(fresh) and said == "You have not rated a round yet."
+
+    def busy(*_args):
+        raise StoreBusy("the database is busy (every connection is in use); nothing was saved — submit again")
+
+    monkeypatch.setattr(studio.store, "rater_exists", busy)
+    kept, said = hello(rater, Request())
+    assert kept == rater and "the database is busy" in said
