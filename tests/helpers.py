@@ -234,8 +234,13 @@ def run_together(n: int, work) -> list[object]:
 
 @contextmanager
 def page_says(page, *ids: str):
-    """On a failed check inside the block, add what the page's own lines said (its warnings, its counts) to the
-    failure: a check that failed once in a combined run could not say why."""
+    """On a failed check inside the block, add what the page's own lines said (its warnings, its counts), the
+    browser console's errors and warnings and the toasts Gradio showed to the failure: a check that failed once in
+    a combined run could not say why."""
+    console: list[str] = []
+    page.on("console", lambda m: console.append(f"{m.type}: {m.text}"[:300]) if m.type in ("error", "warning")
+            else None)
+    page.on("pageerror", lambda e: console.append(f"pageerror: {e}"[:300]))
     try:
         yield
     except AssertionError as exc:
@@ -245,4 +250,8 @@ def page_says(page, *ids: str):
                 said[name] = page.locator(f"#{name}").inner_text(timeout=1000)
             except Exception as why:  # noqa: BLE001 - the element itself may be what is missing
                 said[name] = f"<unreadable: {type(why).__name__}>"
-        raise AssertionError(f"{exc}\nthe page said: {said}") from exc
+        try:
+            toasts = page.locator(".toast-body").all_inner_texts()
+        except Exception as why:  # noqa: BLE001
+            toasts = [f"<unreadable: {type(why).__name__}>"]
+        raise AssertionError(f"{exc}\nthe page said: {said}\ntoasts: {toasts}\nconsole: {console[-10:]}") from exc
