@@ -18,7 +18,7 @@ from typing import Callable, NoReturn
 from ..fileio import check_input_file, check_input_folder, check_output_file, check_output_folder
 from ..traits import TRAITS, check_trait
 
-SHARDED = ("identify", "build-profiles", "sweep", "evaluate")  # the commands that run under torchrun / accelerate launch
+SHARDED = ("identify", "build-profiles", "sweep", "evaluate")  # the commands that run under torchrun or accelerate
 MAX_SEED = 2**31  # seeds must be 0 <= seed < 2**31: what every seeded generator here accepts
 
 
