@@ -233,14 +233,19 @@ def run_together(n: int, work) -> list[object]:
 
 
 @contextmanager
-def page_says(page, *ids: str):
+def page_says(page, *ids: str, stacks: bool = False):
     """On a failed check inside the block, add what the page's own lines said (its warnings, its counts), the
-    browser console's errors and warnings and the toasts Gradio showed to the failure: a check that failed once in
-    a combined run could not say why."""
+    browser console's errors and warnings and the toasts Gradio showed to the failure, and with `stacks` where every
+    thread of this process stood (for a server served in-process): a check that failed once in a combined run could
+    not say why."""
     console: list[str] = []
     page.on("console", lambda m: console.append(f"{m.type}: {m.text}"[:300]) if m.type in ("error", "warning")
             else None)
     page.on("pageerror", lambda e: console.append(f"pageerror: {e}"[:300]))
+    traffic: list[str] = []
+    page.on("request", lambda r: traffic.append(f"{time.monotonic():.2f} > {r.method} {r.url}"[:200]))
+    page.on("response", lambda r: traffic.append(f"{time.monotonic():.2f} < {r.status} {r.url}"[:200]))
+    page.on("requestfailed", lambda r: traffic.append(f"{time.monotonic():.2f} ! {r.failure} {r.url}"[:200]))
     try:
         yield
     except AssertionError as exc:
@@ -254,4 +259,21 @@ def page_says(page, *ids: str):
             toasts = page.locator(".toast-body").all_inner_texts()
         except Exception as why:  # noqa: BLE001
             toasts = [f"<unreadable: {type(why).__name__}>"]
-        raise AssertionError(f"{exc}\nthe page said: {said}\ntoasts: {toasts}\nconsole: {console[-10:]}") from exc
+        where = ""
+        if stacks:
+            where = "\nrequests since the block began:\n" + "\n".join(traffic[-30:]) + "\n" + thread_stacks()
+        raise AssertionError(f"{exc}\nthe page said: {said}\ntoasts: {toasts}\nconsole: {console[-10:]}{where}") \
+            from exc
+
+
+def thread_stacks() -> str:
+    """Every thread of this process with the innermost frames of its stack (to see what a server waits on)."""
+    import sys
+    import traceback
+
+    names = {t.ident: t.name for t in threading.enumerate()}
+    out = []
+    for ident, frame in sys._current_frames().items():
+        lines = "".join(traceback.format_stack(frame, limit=12))
+        out.append(f"--- thread {names.get(ident, ident)}\n{lines}")
+    return "\n".join(out)
