@@ -566,7 +566,3 @@ def test_processes_opening_one_fresh_database_both_succeed(fresh_url, tmp_path):
     assert all(out.strip() == "opened" for out, _ in outputs), outputs
     assert version_and_raters(fresh_url) == ([("0002",)], 2)
 
-
-# -- speed -----------------------------------------------------------------------------------------------------------
-
-

@@ -533,6 +533,9 @@ def test_in_memory_url_and_password_hiding(store):
     assert store.counts()["raters"] == 1
 
 
+# -- concurrency ---------------------------------------------------------------------------------------------------
+
+
 def test_an_in_memory_store_serves_many_threads():
     """The in-memory store (tests, a Space without storage) is one sqlite3 connection; Gradio's workers use it from
     several threads at once. Each thread's transaction must have the connection to itself: interleaved, SQLite
@@ -551,9 +554,6 @@ def test_an_in_memory_store_serves_many_threads():
         assert store.counts()["picks"] == 6 * 40 and store.counts()["raters"] == 6 * 40
     finally:
         store.close()
-
-
-# -- concurrency ---------------------------------------------------------------------------------------------------
 
 
 def test_concurrent_submissions(shared_url):

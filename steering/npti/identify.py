@@ -66,9 +66,9 @@ def identify(lm: LoadedModel, trait: str, questions: Sequence[str], descriptions
     answers file is replaced only when identification finishes: a run that fails or is interrupted leaves an
     earlier file there as it was.
 
-    `progress` wraps an iterable (e.g. tqdm) to show progress (on rank 0 only). Under a launcher (`world`), each rank answers its
-    share of the batches, the counts are summed over the ranks and every rank returns the same result, that of one
-    process; only rank 0 writes the answers file."""
+    `progress` wraps an iterable (e.g. tqdm) to show progress (on rank 0 only). Under a launcher (`world`), each
+    rank answers its share of the batches, the counts are summed over the ranks and every rank returns the same
+    result, that of one process; only rank 0 writes the answers file."""
     trait = check_trait(trait)
     if not questions:
         raise ValueError("identification needs at least one question")
